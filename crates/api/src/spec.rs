@@ -1,0 +1,220 @@
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::SecretBundleStatus;
+
+/// One service's ExternalSecrets for one target namespace.
+///
+/// The operator applies them only once the namespace exists, the ESO CRDs are installed, every
+/// bundle in `dependsOn` is Ready and the secret store is Ready; the status says which it waits for.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "secrets.ameide.io",
+    version = "v1alpha1",
+    kind = "SecretBundle",
+    plural = "secretbundles",
+    shortname = "sb",
+    category = "secrets",
+    status = "SecretBundleStatus",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetNamespace"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Secrets","type":"string","jsonPath":".status.secretsReady","description":"ready/total"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    validation = Rule::new("!has(self.spec.dependsOn) || !(self.metadata.name in self.spec.dependsOn)")
+        .message("spec.dependsOn: a bundle cannot depend on itself")
+        .field_path(".spec.dependsOn"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretBundleSpec {
+    /// Namespace that receives the ExternalSecrets. It may not exist yet: the bundle waits for it.
+    /// Immutable; create a new bundle to target another namespace.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("targetNamespace is immutable; create a new SecretBundle for another namespace"))]
+    pub target_namespace: String,
+
+    /// The store every secret reads from unless it names its own.
+    pub secret_store_ref: SecretStoreRef,
+
+    /// How often ESO re-reads the store (Go duration, e.g. "1h", "15m"; "0" disables refresh).
+    #[serde(default = "default_refresh_interval")]
+    #[schemars(regex(pattern = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$"))]
+    pub refresh_interval: String,
+
+    /// Bundles (by name) that must be Ready before this one applies anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub depends_on: Vec<BundleName>,
+
+    /// Stop reconciling: nothing is applied, pruned or deleted until this is false again.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub suspend: bool,
+
+    /// What happens to the ExternalSecrets when the bundle is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Whether the bundle may take over an existing ExternalSecret of the same name that it does
+    /// not manage yet (migration from Helm-made ExternalSecrets). Secrets can override it.
+    #[serde(default)]
+    pub adoption_policy: AdoptionPolicy,
+
+    /// The ExternalSecrets, one per entry, keyed by `name`.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub secrets: Vec<BundleSecret>,
+}
+
+/// A DNS-1123 subdomain, as Kubernetes object names are.
+pub type BundleName = String;
+
+fn default_refresh_interval() -> String {
+    "1h".into()
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A reference to an ESO `ClusterSecretStore` or (namespaced, in the target namespace) `SecretStore`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStoreRef {
+    /// Name of the store.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Kind of the store.
+    #[serde(default)]
+    pub kind: StoreKind,
+}
+
+/// The kinds of ESO store a bundle can read from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
+pub enum StoreKind {
+    /// Cluster-scoped store (the default).
+    #[default]
+    ClusterSecretStore,
+    /// Namespaced store, looked up in the target namespace.
+    SecretStore,
+}
+
+/// What happens to the ExternalSecrets when their bundle is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the ExternalSecrets (ESO then handles their Secrets per its own deletionPolicy).
+    #[default]
+    Delete,
+    /// Leave the ExternalSecrets in place, released from the bundle.
+    Orphan,
+}
+
+/// Whether an existing ExternalSecret that the operator does not manage may be taken over.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum AdoptionPolicy {
+    /// Never touch it: the bundle reports `Conflict` naming it.
+    #[default]
+    Never,
+    /// Take it over in place (same object, same UID, its Secret never disappears).
+    IfExists,
+}
+
+/// One ExternalSecret of the bundle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)")
+    .message("each secret needs at least one entry in data or dataFrom"))]
+pub struct BundleSecret {
+    /// Name of the ExternalSecret, unique in the bundle.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub name: String,
+
+    /// Name of the Kubernetes Secret ESO writes; defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub target_name: Option<String>,
+
+    /// Type of the Secret, e.g. `kubernetes.io/dockerconfigjson`; defaults to `Opaque`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_type: Option<String>,
+
+    /// Labels for the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations for the Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Store for this secret only; defaults to the bundle's `secretStoreRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_store_ref: Option<SecretStoreRef>,
+
+    /// Refresh interval for this secret only; defaults to the bundle's `refreshInterval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$"))]
+    pub refresh_interval: Option<String>,
+
+    /// Adoption policy for this secret only; defaults to the bundle's `adoptionPolicy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adoption_policy: Option<AdoptionPolicy>,
+
+    /// Individual keys: one Secret key per remote key (or property of it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["secretKey".into()]))]
+    pub data: Vec<SecretData>,
+
+    /// Whole remote secrets whose every property becomes a Secret key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub data_from: Vec<DataFrom>,
+}
+
+impl BundleSecret {
+    /// The Kubernetes Secret this entry produces.
+    pub fn target_secret_name(&self) -> &str {
+        self.target_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// One key of the target Secret and where its value lives in the store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretData {
+    /// Key in the target Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub secret_key: String,
+    /// Where the value lives in the store.
+    pub remote_ref: RemoteRef,
+}
+
+/// A location in the external store (a Vault path, optionally one property of it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteRef {
+    /// Key (path) in the store, e.g. `argocd/admin`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub key: String,
+    /// Property within the key, e.g. `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub property: Option<String>,
+    /// Version of the key, where the store supports versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub version: Option<String>,
+}
+
+/// A source of many keys at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataFrom {
+    /// Extract every property of one remote key.
+    pub extract: RemoteRef,
+}

@@ -1,0 +1,388 @@
+//! Gates: the preconditions a bundle waits for, checked in order. Pure functions over facts
+//! that `observe` gathered from the cluster, so every branch is unit-tested here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
+use secretbundle_api::{SecretBundle, StoreKind, condition};
+use serde::Deserialize;
+
+use crate::eso::{CrdProblem, EsoVersion};
+use crate::reason::Reason;
+
+/// The target namespace as the gate sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NamespaceFact {
+    Absent,
+    Terminating,
+    Active { labels: BTreeMap<String, String> },
+}
+
+/// A bundle named in `dependsOn`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DependencyFact {
+    Missing,
+    NotReady { reason: String },
+    Ready,
+}
+
+/// A referenced secret store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreFact {
+    Absent,
+    NotReady { message: String },
+    Ready { conditions: Vec<StoreCondition> },
+}
+
+/// One of a ClusterSecretStore's `spec.conditions`: which namespaces may use it.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreCondition {
+    #[serde(default)]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub namespace_regexes: Vec<String>,
+}
+
+/// Everything the gates need, gathered by `observe`.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub namespace: NamespaceFact,
+    pub crd: Result<EsoVersion, CrdProblem>,
+    /// In `dependsOn` order.
+    pub dependencies: Vec<(String, DependencyFact)>,
+    /// A dependency path that leads back to this bundle, if any.
+    pub cycle: Option<Vec<String>>,
+    /// Every distinct store the bundle's secrets read from.
+    pub stores: Vec<(StoreKey, StoreFact)>,
+}
+
+/// A store as the bundle refers to it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoreKey {
+    pub kind: StoreKind,
+    pub name: String,
+}
+
+impl std::fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            StoreKind::ClusterSecretStore => "ClusterSecretStore",
+            StoreKind::SecretStore => "SecretStore",
+        };
+        write!(f, "{kind} {:?}", self.name)
+    }
+}
+
+/// A closed gate: why the bundle does not apply anything now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Blocked {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+/// Every store the bundle reads from, deduplicated, in first-use order.
+pub fn referenced_stores(bundle: &SecretBundle) -> Vec<StoreKey> {
+    let mut seen = BTreeSet::new();
+    let spec = &bundle.spec;
+    spec.secrets
+        .iter()
+        .map(|s| s.secret_store_ref.as_ref().unwrap_or(&spec.secret_store_ref))
+        .map(|r| StoreKey { kind: r.kind, name: r.name.clone() })
+        .filter(|k| seen.insert(k.clone()))
+        .collect()
+}
+
+/// Checks the gates in order; `Ok` carries the ESO version to write children in.
+pub fn evaluate(bundle: &SecretBundle, facts: &Facts) -> Result<EsoVersion, Blocked> {
+    let ns = &bundle.spec.target_namespace;
+    if bundle.spec.suspend {
+        return Err(Blocked::new(Reason::Suspended, "spec.suspend is true; nothing is applied or pruned"));
+    }
+    let labels = match &facts.namespace {
+        NamespaceFact::Absent => {
+            return Err(Blocked::new(Reason::WaitingForNamespace, format!("namespace {ns:?} does not exist")));
+        }
+        NamespaceFact::Terminating => {
+            return Err(Blocked::new(Reason::WaitingForNamespace, format!("namespace {ns:?} is terminating")));
+        }
+        NamespaceFact::Active { labels } => labels,
+    };
+    let version = facts.crd.clone().map_err(|p| {
+        Blocked::new(Reason::WaitingForCRD, format!("CustomResourceDefinition {} {p}", crate::eso::EXTERNAL_SECRET_CRD))
+    })?;
+    if let Some(cycle) = &facts.cycle {
+        return Err(Blocked::new(Reason::DependencyCycle, format!("spec.dependsOn forms a cycle: {}", cycle.join(" -> "))));
+    }
+    let waiting: Vec<String> = facts
+        .dependencies
+        .iter()
+        .filter_map(|(name, fact)| match fact {
+            DependencyFact::Ready => None,
+            DependencyFact::Missing => Some(format!("{name} (not found)")),
+            DependencyFact::NotReady { reason } => Some(format!("{name} ({reason})")),
+        })
+        .collect();
+    if !waiting.is_empty() {
+        return Err(Blocked::new(
+            Reason::WaitingForDependency,
+            format!("waiting for bundles to be Ready: {}", waiting.join(", ")),
+        ));
+    }
+    for (key, fact) in &facts.stores {
+        match fact {
+            StoreFact::Absent => {
+                return Err(Blocked::new(Reason::WaitingForStore, format!("{key} does not exist")));
+            }
+            StoreFact::NotReady { message } => {
+                return Err(Blocked::new(Reason::WaitingForStore, format!("{key} is not Ready: {message}")));
+            }
+            StoreFact::Ready { conditions } => {
+                if key.kind == StoreKind::ClusterSecretStore && !namespace_allowed(conditions, ns, labels) {
+                    return Err(Blocked::new(
+                        Reason::StoreNotAllowed,
+                        format!("{key} spec.conditions do not admit namespace {ns:?}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(version)
+}
+
+/// ESO's rule: no conditions admit every namespace; otherwise any selector, name or
+/// (unanchored) regex of any condition must match.
+pub fn namespace_allowed(conditions: &[StoreCondition], ns: &str, labels: &BTreeMap<String, String>) -> bool {
+    if conditions.is_empty() {
+        return true;
+    }
+    let mut labels = labels.clone();
+    // The apiserver sets this label on every namespace; selectors by name rely on it.
+    labels.insert("kubernetes.io/metadata.name".into(), ns.into());
+    conditions.iter().any(|c| {
+        let by_selector = c
+            .namespace_selector
+            .clone()
+            .and_then(|s| Selector::try_from(s).ok())
+            .is_some_and(|s| s.matches(&labels));
+        let by_regex =
+            c.namespace_regexes.iter().any(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match(ns)));
+        by_selector || c.namespaces.iter().any(|n| n == ns) || by_regex
+    })
+}
+
+/// A dependency is Ready when its Ready condition is True for its current generation.
+pub fn dependency_fact(dep: Option<&SecretBundle>) -> DependencyFact {
+    let Some(dep) = dep else { return DependencyFact::Missing };
+    let ready = dep
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
+    match ready {
+        Some(c) if c.status == "True" && c.observed_generation == dep.metadata.generation => DependencyFact::Ready,
+        Some(c) if c.status == "True" => DependencyFact::NotReady { reason: "status is for an older generation".into() },
+        Some(c) => DependencyFact::NotReady { reason: c.reason.clone() },
+        None => DependencyFact::NotReady { reason: "no status yet".into() },
+    }
+}
+
+/// A path `start -> ... -> start` through `dependsOn`, if one exists.
+pub fn find_cycle(start: &str, depends_on: &dyn Fn(&str) -> Vec<String>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        start: &str,
+        depends_on: &dyn Fn(&str) -> Vec<String>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> bool {
+        for next in depends_on(node) {
+            if next == start {
+                path.push(next);
+                return true;
+            }
+            if done.insert(next.clone()) {
+                path.push(next.clone());
+                if visit(&next, start, depends_on, path, done) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start.to_string()];
+    let mut done = BTreeSet::new();
+    visit(start, start, depends_on, &mut path, &mut done).then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use secretbundle_api::SecretBundleStatus;
+
+    fn bundle() -> SecretBundle {
+        serde_yaml::from_str(
+            r#"
+metadata: {name: observability}
+spec:
+  targetNamespace: monitoring
+  secretStoreRef: {name: ameide-vault}
+  dependsOn: [platform]
+  secrets:
+    - name: grafana
+      data: [{secretKey: admin, remoteRef: {key: grafana/admin}}]
+    - name: minio
+      secretStoreRef: {name: local, kind: SecretStore}
+      data: [{secretKey: root, remoteRef: {key: minio/root}}]
+"#,
+        )
+        .expect("valid bundle")
+    }
+
+    fn open_facts() -> Facts {
+        Facts {
+            namespace: NamespaceFact::Active { labels: BTreeMap::from([("env".into(), "local".into())]) },
+            crd: Ok(EsoVersion::V1),
+            dependencies: vec![("platform".into(), DependencyFact::Ready)],
+            cycle: None,
+            stores: vec![
+                (StoreKey { kind: StoreKind::ClusterSecretStore, name: "ameide-vault".into() }, StoreFact::Ready { conditions: vec![] }),
+                (StoreKey { kind: StoreKind::SecretStore, name: "local".into() }, StoreFact::Ready { conditions: vec![] }),
+            ],
+        }
+    }
+
+    fn blocked(facts: &Facts) -> (Reason, String) {
+        let b = evaluate(&bundle(), facts).expect_err("gate should be closed");
+        (b.reason, b.message)
+    }
+
+    #[test]
+    fn all_open_yields_the_crd_version() {
+        assert_eq!(evaluate(&bundle(), &open_facts()), Ok(EsoVersion::V1));
+    }
+
+    #[test]
+    fn gates_close_in_order_with_precise_messages() {
+        let mut f = open_facts();
+        f.stores[1].1 = StoreFact::Absent;
+        assert_eq!(blocked(&f), (Reason::WaitingForStore, r#"SecretStore "local" does not exist"#.into()));
+        f.dependencies[0].1 = DependencyFact::NotReady { reason: "WaitingForNamespace".into() };
+        assert_eq!(
+            blocked(&f),
+            (Reason::WaitingForDependency, "waiting for bundles to be Ready: platform (WaitingForNamespace)".into())
+        );
+        f.cycle = Some(vec!["observability".into(), "platform".into(), "observability".into()]);
+        assert_eq!(blocked(&f).0, Reason::DependencyCycle);
+        assert!(blocked(&f).1.contains("observability -> platform -> observability"));
+        f.crd = Err(CrdProblem::Absent);
+        assert_eq!(
+            blocked(&f),
+            (Reason::WaitingForCRD, "CustomResourceDefinition externalsecrets.external-secrets.io is not installed".into())
+        );
+        f.namespace = NamespaceFact::Terminating;
+        assert_eq!(blocked(&f), (Reason::WaitingForNamespace, r#"namespace "monitoring" is terminating"#.into()));
+        f.namespace = NamespaceFact::Absent;
+        assert_eq!(blocked(&f), (Reason::WaitingForNamespace, r#"namespace "monitoring" does not exist"#.into()));
+        let mut suspended = bundle();
+        suspended.spec.suspend = true;
+        assert_eq!(evaluate(&suspended, &f).expect_err("closed").reason, Reason::Suspended);
+    }
+
+    #[test]
+    fn store_not_ready_and_not_allowed() {
+        let mut f = open_facts();
+        f.stores[0].1 = StoreFact::NotReady { message: "InvalidProviderConfig".into() };
+        assert_eq!(
+            blocked(&f),
+            (Reason::WaitingForStore, r#"ClusterSecretStore "ameide-vault" is not Ready: InvalidProviderConfig"#.into())
+        );
+        f.stores[0].1 = StoreFact::Ready {
+            conditions: vec![StoreCondition { namespaces: vec!["argocd".into()], ..Default::default() }],
+        };
+        assert_eq!(blocked(&f).0, Reason::StoreNotAllowed);
+    }
+
+    #[test]
+    fn namespace_conditions_follow_eso() {
+        let labels = BTreeMap::from([("env".to_string(), "local".to_string())]);
+        let by_label: StoreCondition =
+            serde_json::from_value(serde_json::json!({"namespaceSelector": {"matchLabels": {"env": "local"}}})).expect("cond");
+        let by_name_label: StoreCondition = serde_json::from_value(serde_json::json!({
+            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}]}
+        }))
+        .expect("cond");
+        let by_regex = StoreCondition { namespace_regexes: vec!["^moni".into()], ..Default::default() };
+        let other = StoreCondition { namespaces: vec!["argocd".into()], ..Default::default() };
+        assert!(namespace_allowed(&[], "monitoring", &labels));
+        assert!(namespace_allowed(&[other.clone(), by_label], "monitoring", &labels));
+        assert!(namespace_allowed(&[by_name_label], "monitoring", &BTreeMap::new()));
+        assert!(namespace_allowed(&[by_regex.clone()], "monitoring", &labels));
+        assert!(!namespace_allowed(&[other, by_regex], "argocd-x", &labels));
+        assert!(!namespace_allowed(&[StoreCondition { namespaces: vec!["a".into()], ..Default::default() }], "b", &labels));
+    }
+
+    #[test]
+    fn referenced_stores_are_deduplicated() {
+        let mut b = bundle();
+        b.spec.secrets.push(b.spec.secrets[0].clone());
+        let keys: Vec<String> = referenced_stores(&b).iter().map(ToString::to_string).collect();
+        assert_eq!(keys, vec![r#"ClusterSecretStore "ameide-vault""#, r#"SecretStore "local""#]);
+    }
+
+    fn with_ready(status: &str, observed: Option<i64>, generation: i64) -> SecretBundle {
+        let mut b = bundle();
+        b.metadata.generation = Some(generation);
+        b.status = Some(SecretBundleStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: "WaitingForStore".into(),
+                message: String::new(),
+                observed_generation: observed,
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+            }],
+            ..Default::default()
+        });
+        b
+    }
+
+    #[test]
+    fn dependency_ready_only_for_current_generation() {
+        assert_eq!(dependency_fact(None), DependencyFact::Missing);
+        assert_eq!(dependency_fact(Some(&with_ready("True", Some(2), 2))), DependencyFact::Ready);
+        assert!(matches!(dependency_fact(Some(&with_ready("True", Some(1), 2))), DependencyFact::NotReady { .. }));
+        assert_eq!(
+            dependency_fact(Some(&with_ready("False", Some(2), 2))),
+            DependencyFact::NotReady { reason: "WaitingForStore".into() }
+        );
+        assert_eq!(dependency_fact(Some(&bundle())), DependencyFact::NotReady { reason: "no status yet".into() });
+    }
+
+    #[test]
+    fn cycles_are_found_with_their_path() {
+        let graph = BTreeMap::from([
+            ("a", vec!["b"]),
+            ("b", vec!["c", "d"]),
+            ("c", vec![]),
+            ("d", vec!["a"]),
+            ("self", vec!["self"]),
+        ]);
+        let deps = |n: &str| graph.get(n).map(|v| v.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+        assert_eq!(find_cycle("a", &deps), Some(vec!["a".into(), "b".into(), "d".into(), "a".into()]));
+        assert_eq!(find_cycle("c", &deps), None);
+        assert_eq!(find_cycle("self", &deps), Some(vec!["self".into(), "self".into()]));
+        // b is in the cycle too, but a path from c never returns to c.
+        assert_eq!(find_cycle("b", &deps), Some(vec!["b".into(), "d".into(), "a".into(), "b".into()]));
+    }
+}

@@ -1,0 +1,165 @@
+//! Wiring: which changes in the cluster wake which bundles. Everything is driven by watches:
+//! bundles, their dependencies, namespaces, the ESO CRDs, and (once their CRDs exist) ESO's
+//! ExternalSecrets and stores.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::{Client, ResourceExt};
+use secretbundle_api::{BUNDLE_LABEL, SecretBundle, StoreKind};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::eso::{self, EsoKind, EsoVersion};
+use crate::gates::referenced_stores;
+use crate::metrics::Metrics;
+use crate::reconcile::{Context, error_policy, reconcile};
+
+type Trigger = mpsc::Sender<ObjectRef<SecretBundle>>;
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let bundles = Api::<SecretBundle>::all(client.clone());
+    let wc = watcher::Config::default();
+    let controller = Controller::new(bundles.clone(), wc.clone());
+    let store = controller.store();
+    let (tx, rx) = mpsc::channel(1024);
+    let eso = tokio::spawn(watch_eso(client.clone(), store.clone(), tx));
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        bundles: store.clone(),
+        recorder: Recorder::new(client.clone(), Reporter { controller: secretbundle_api::MANAGER.into(), instance: None }),
+        metrics,
+    });
+    let (ns_store, dep_store) = (store.clone(), store.clone());
+    controller
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .watches(Api::<Namespace>::all(client), wc.clone(), move |ns| targeting(&ns_store, &ns.name_any()))
+        .watches(bundles, wc, move |b| dependents(&dep_store, &b.name_any()))
+        .reconcile_on(rx)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(bundle = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile did not complete"),
+            }
+        })
+        .await;
+    eso.abort();
+}
+
+/// Bundles whose target namespace is `ns`.
+fn targeting(store: &Store<SecretBundle>, ns: &str) -> Vec<ObjectRef<SecretBundle>> {
+    store.state().iter().filter(|b| b.spec.target_namespace == ns).map(|b| ObjectRef::from(b.as_ref())).collect()
+}
+
+/// Bundles that list `name` in `dependsOn`: they wait on its readiness.
+fn dependents(store: &Store<SecretBundle>, name: &str) -> Vec<ObjectRef<SecretBundle>> {
+    store
+        .state()
+        .iter()
+        .filter(|b| b.spec.depends_on.iter().any(|d| d == name))
+        .map(|b| ObjectRef::from(b.as_ref()))
+        .collect()
+}
+
+/// Bundles affected by a change to an ESO object of `kind`.
+fn affected(store: &Store<SecretBundle>, kind: EsoKind, obj: &DynamicObject) -> Vec<ObjectRef<SecretBundle>> {
+    let (name, ns) = (obj.name_any(), obj.namespace().unwrap_or_default());
+    let hit = |b: &SecretBundle| match kind {
+        // Our own child, or a same-name object that blocks (or stops blocking) one of ours.
+        EsoKind::ExternalSecret => {
+            obj.labels().get(BUNDLE_LABEL) == Some(&b.name_any())
+                || (b.spec.target_namespace == ns && b.spec.secrets.iter().any(|s| s.name == name))
+        }
+        EsoKind::ClusterSecretStore => {
+            referenced_stores(b).iter().any(|k| k.kind == StoreKind::ClusterSecretStore && k.name == name)
+        }
+        EsoKind::SecretStore => {
+            b.spec.target_namespace == ns
+                && referenced_stores(b).iter().any(|k| k.kind == StoreKind::SecretStore && k.name == name)
+        }
+    };
+    store.state().iter().filter(|b| hit(b)).map(|b| ObjectRef::from(b.as_ref())).collect()
+}
+
+/// Watches the three ESO CRDs. While one is usable, watches its objects at the version the
+/// operator writes; when it goes away or changes version, stops or restarts that watch. Any CRD
+/// change wakes every bundle, since bundles may wait on it.
+async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) {
+    let crds: Vec<_> = EsoKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let api = Api::<CustomResourceDefinition>::all(client.clone());
+            let wc = watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
+            watcher(api, wc).default_backoff().map(move |ev| (kind, ev)).boxed()
+        })
+        .collect();
+    let mut events = stream::select_all(crds);
+    let mut running: BTreeMap<EsoKind, (EsoVersion, JoinHandle<()>)> = BTreeMap::new();
+    while let Some((kind, event)) = events.next().await {
+        let version = match event {
+            Ok(watcher::Event::Apply(crd) | watcher::Event::InitApply(crd)) => eso::usable_version(Some(&crd)).ok(),
+            Ok(watcher::Event::Delete(_)) => None,
+            Ok(watcher::Event::Init) => continue,
+            Ok(watcher::Event::InitDone) => running.get(&kind).map(|(v, _)| *v),
+            Err(e) => {
+                warn!(error = %e, crd = kind.crd_name(), "CRD watch failed; retrying");
+                continue;
+            }
+        };
+        if running.get(&kind).map(|(v, _)| *v) != version {
+            if let Some((_, task)) = running.remove(&kind) {
+                task.abort();
+            }
+            if let Some(v) = version {
+                info!(kind = kind.kind(), version = v.as_str(), "watching ESO objects");
+                running.insert(kind, (v, tokio::spawn(watch_kind(client.clone(), store.clone(), kind, v, tx.clone()))));
+            } else {
+                info!(kind = kind.kind(), "ESO CRD unusable; stopped watching its objects");
+            }
+        }
+        let all: Vec<_> = store.state().iter().map(|b| ObjectRef::from(b.as_ref())).collect();
+        if send_all(&mut tx, all).await.is_err() {
+            break;
+        }
+    }
+    for (_, (_, task)) in running {
+        task.abort();
+    }
+}
+
+async fn watch_kind(client: Client, store: Store<SecretBundle>, kind: EsoKind, version: EsoVersion, mut tx: Trigger) {
+    let api = Api::<DynamicObject>::all_with(client, &kind.api_resource(version));
+    let mut objects = watcher(api, watcher::Config::default()).default_backoff().touched_objects().boxed();
+    while let Some(obj) = objects.next().await {
+        match obj {
+            Ok(obj) => {
+                if send_all(&mut tx, affected(&store, kind, &obj)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => warn!(error = %e, kind = kind.kind(), "watch failed; retrying"),
+        }
+    }
+}
+
+async fn send_all(tx: &mut Trigger, refs: Vec<ObjectRef<SecretBundle>>) -> Result<(), mpsc::SendError> {
+    tx.send_all(&mut stream::iter(refs).map(Ok)).await
+}
+

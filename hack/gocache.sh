@@ -1,0 +1,21 @@
+# Sourced by the build scripts: build Go commands from a pinned tool module into a cache
+# outside the checkout, keyed by the module's go.mod/go.sum/sources, and reuse them.
+
+# cache_dir NAME MODULE_DIR -> prints the keyed cache directory for that module.
+cache_dir() {
+  local key
+  key=$(cat "$2"/go.mod "$2"/go.sum "$2"/*.go | sha256sum | cut -c1-16)
+  echo "${XDG_CACHE_HOME:-$HOME/.cache}/secretbundle/$1/$key"
+}
+
+# go_build MODULE_DIR PACKAGE OUT_FILE -> builds a static, trimmed binary unless OUT_FILE exists.
+go_build() {
+  [[ -x "$3" ]] && return 0
+  mkdir -p "$(dirname "$3")"
+  echo "building $(basename "$3") from $(basename "$1")/go.mod (first run takes several minutes)..." >&2
+  local start=$SECONDS
+  (cd "$1" && CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false -mod=readonly" \
+    go build -ldflags "-s -w" -o "$3.tmp" "$2") >&2
+  mv "$3.tmp" "$3"
+  echo "built $(basename "$3") in $((SECONDS - start))s" >&2
+}
