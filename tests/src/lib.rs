@@ -1,1 +1,185 @@
+//! Test harness: a real control plane per test, the operator running in-process against it,
+//! ESO CRDs from `../shared/eso-crds/`, and helpers that await conditions with a deadline.
 
+pub mod controlplane;
+pub mod eso;
+pub mod pki;
+pub mod wait;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use prometheus_client::registry::Registry;
+use secretbundle_api::SecretBundle;
+use secretbundle_controller::Metrics;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+pub use controlplane::{ControlPlane, repo_root};
+
+/// A control plane with our CRD installed and, unless stopped, the operator running.
+pub struct Env {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    operator: Option<JoinHandle<()>>,
+    // Dropped last: the operator stops before its API server does.
+    pub cp: ControlPlane,
+}
+
+impl Env {
+    /// Starts a control plane, installs the SecretBundle CRD and starts the operator.
+    pub async fn start() -> Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,kube_client=off,secretbundle_controller=info")
+            .with_test_writer()
+            .try_init();
+        let cp = ControlPlane::start().await?;
+        let client = cp.client().await?;
+        apply_crds(&client, vec![SecretBundle::crd()]).await?;
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let mut env = Env {
+            client,
+            metrics,
+            registry: Arc::new(registry),
+            operator: None,
+            cp,
+        };
+        env.start_operator();
+        Ok(env)
+    }
+
+    pub fn start_operator(&mut self) {
+        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        let run = secretbundle_controller::run(client, metrics, 4, std::future::pending());
+        self.operator = Some(tokio::spawn(run));
+    }
+
+    pub fn stop_operator(&mut self) {
+        if let Some(task) = self.operator.take() {
+            task.abort();
+        }
+    }
+
+    pub fn bundles(&self) -> Api<SecretBundle> {
+        Api::all(self.client.clone())
+    }
+
+    pub async fn create_namespace(&self, name: &str) -> Result<()> {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a namespace. With no controller-manager it stays Terminating for good.
+    pub async fn delete_namespace(&self, name: &str) -> Result<()> {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(name, &DeleteParams::default())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn apply_bundle(&self, bundle: &SecretBundle) -> Result<SecretBundle> {
+        let pp = PatchParams::apply("secretbundle-tests").force();
+        Ok(self
+            .bundles()
+            .patch(&bundle.name_any(), &pp, &Patch::Apply(bundle))
+            .await?)
+    }
+
+    /// Installs the ESO CRDs of one release from `../shared/eso-crds/<version>/`.
+    pub async fn install_eso_crds(&self, version: &str) -> Result<()> {
+        apply_crds(&self.client, eso::crds(version)?).await
+    }
+
+    pub async fn delete_eso_crds(&self) -> Result<()> {
+        let api = Api::<CustomResourceDefinition>::all(self.client.clone());
+        for kind in [
+            "externalsecrets",
+            "secretstores",
+            "clustersecretstores",
+            "clusterexternalsecrets",
+        ] {
+            let name = format!("{kind}.external-secrets.io");
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            wait::until_deleted(&api, &name).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `kubectl` from the project venv against this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        kubectl_with(&self.cp.kubeconfig_path()?, args)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_operator();
+    }
+}
+
+/// Creates or updates CRDs and waits until each is Established.
+pub async fn apply_crds(client: &Client, crds: Vec<CustomResourceDefinition>) -> Result<()> {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let pp = PatchParams::apply("secretbundle-tests").force();
+    for crd in &crds {
+        api.patch(&crd.name_any(), &pp, &Patch::Apply(crd))
+            .await
+            .with_context(|| format!("applying {}", crd.name_any()))?;
+    }
+    for crd in &crds {
+        wait::crd_established(&api, &crd.name_any()).await?;
+    }
+    Ok(())
+}
+
+/// The kubectl binary: $KUBECTL, or the one `make test` installs into `.venv`.
+pub fn kubectl_path() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/kubectl"))
+}
+
+pub fn kubectl_with(kubeconfig: &std::path::Path, args: &[&str]) -> Result<Output> {
+    Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} (run `make venv`)", kubectl_path().display()))
+}
+
+/// Parses a bundle from YAML (tests write bundles the way users do).
+pub fn bundle(yaml: &str) -> SecretBundle {
+    serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("test bundle is not valid: {e}\n{yaml}"))
+}
+
+/// A bundle named `name` for namespace `ns` with one ExternalSecret per entry of `secrets`,
+/// reading from the ClusterSecretStore [`eso::TEST_STORE`].
+pub fn simple_bundle(name: &str, ns: &str, secrets: &[&str]) -> SecretBundle {
+    let secrets: Vec<_> = secrets
+        .iter()
+        .map(|s| json!({"name": s, "data": [{"secretKey": "value", "remoteRef": {"key": format!("{name}/{s}"), "property": "value"}}]}))
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "secrets.ameide.io/v1alpha1",
+        "kind": "SecretBundle",
+        "metadata": {"name": name},
+        "spec": {"targetNamespace": ns, "secretStoreRef": {"name": eso::TEST_STORE}, "secrets": secrets}
+    }))
+    .unwrap_or_else(|e| panic!("simple bundle: {e}"))
+}

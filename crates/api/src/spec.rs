@@ -33,7 +33,10 @@ use crate::SecretBundleStatus;
 pub struct SecretBundleSpec {
     /// Namespace that receives the ExternalSecrets. It may not exist yet: the bundle waits for it.
     /// Immutable; create a new bundle to target another namespace.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("targetNamespace is immutable; create a new SecretBundle for another namespace"))]
     pub target_namespace: String,
 
@@ -94,7 +97,20 @@ pub struct SecretStoreRef {
 }
 
 /// The kinds of ESO store a bundle can read from.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    schemars::JsonSchema,
+)]
 pub enum StoreKind {
     /// Cluster-scoped store (the default).
     #[default]
@@ -104,7 +120,9 @@ pub enum StoreKind {
 }
 
 /// What happens to the ExternalSecrets when their bundle is deleted.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum DeletionPolicy {
     /// Delete the ExternalSecrets (ESO then handles their Secrets per its own deletionPolicy).
     #[default]
@@ -114,7 +132,9 @@ pub enum DeletionPolicy {
 }
 
 /// Whether an existing ExternalSecret that the operator does not manage may be taken over.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum AdoptionPolicy {
     /// Never touch it: the bundle reports `Conflict` naming it.
     #[default]
@@ -130,12 +150,18 @@ pub enum AdoptionPolicy {
     .message("each secret needs at least one entry in data or dataFrom"))]
 pub struct BundleSecret {
     /// Name of the ExternalSecret, unique in the bundle.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 
     /// Name of the Kubernetes Secret ESO writes; defaults to `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub target_name: Option<String>,
 
     /// Type of the Secret, e.g. `kubernetes.io/dockerconfigjson`; defaults to `Opaque`.

@@ -7,7 +7,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
 use secretbundle_api::{
-    AdoptionPolicy, BUNDLE_LABEL, BundleSecret, MANAGED_BY_LABEL, MANAGER, REFRESH_ANNOTATION, SecretBundle,
+    AdoptionPolicy, BUNDLE_LABEL, BundleSecret, MANAGED_BY_LABEL, MANAGER, REFRESH_ANNOTATION,
+    SecretBundle,
 };
 use serde_json::{Value, json};
 
@@ -22,13 +23,21 @@ use crate::status::{self, Report};
 pub const APPLIED_HASH_ANNOTATION: &str = "secrets.ameide.io/applied-hash";
 
 fn api(client: &Client, ns: &str, version: EsoVersion) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &EsoKind::ExternalSecret.api_resource(version))
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &EsoKind::ExternalSecret.api_resource(version),
+    )
 }
 
 /// Does `child` carry an ownerReference to this very bundle (same UID)?
 pub fn owned_by(child: &DynamicObject, bundle: &SecretBundle) -> bool {
     let uid = bundle.metadata.uid.as_deref();
-    uid.is_some() && child.owner_references().iter().any(|o| Some(o.uid.as_str()) == uid)
+    uid.is_some()
+        && child
+            .owner_references()
+            .iter()
+            .any(|o| Some(o.uid.as_str()) == uid)
 }
 
 /// Is `child` this bundle's to manage: labelled for it, or owned by it?
@@ -39,27 +48,50 @@ pub fn managed_by(child: &DynamicObject, bundle: &SecretBundle) -> bool {
 /// Every field of `want` is in `have` with the same value (server defaults in `have` are fine).
 pub fn is_subset(want: &Value, have: &Value) -> bool {
     match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| h.get(k).is_some_and(|hv| is_subset(v, hv))),
-        (Value::Array(w), Value::Array(h)) => w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b)),
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| is_subset(v, hv))),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
+        }
         _ => want == have,
     }
 }
 
 /// Stamps the applied-hash annotation; hashing excludes the annotation itself.
 fn with_hash(mut obj: DynamicObject) -> Result<DynamicObject, Error> {
-    let bytes = serde_json::to_vec(&obj).map_err(|source| Error::Serialize { what: "child", source })?;
+    let bytes = serde_json::to_vec(&obj).map_err(|source| Error::Serialize {
+        what: "child",
+        source,
+    })?;
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
-    obj.annotations_mut().insert(APPLIED_HASH_ANNOTATION.into(), format!("{:016x}", h.finish()));
+    obj.annotations_mut().insert(
+        APPLIED_HASH_ANNOTATION.into(),
+        format!("{:016x}", h.finish()),
+    );
     Ok(obj)
 }
 
 /// Applies what changed, prunes what left the spec, and reports the children's readiness.
-pub async fn sync(client: &Client, metrics: &Metrics, bundle: &SecretBundle, version: EsoVersion) -> Result<Report, Error> {
+pub async fn sync(
+    client: &Client,
+    metrics: &Metrics,
+    bundle: &SecretBundle,
+    version: EsoVersion,
+) -> Result<Report, Error> {
     let ns = &bundle.spec.target_namespace;
     let desired = match render(bundle, version) {
         Ok(d) => d,
-        Err(e) => return Ok(report(bundle, version, Reason::InvalidSpec, e.to_string(), vec![])),
+        Err(e) => {
+            return Ok(report(
+                bundle,
+                version,
+                Reason::InvalidSpec,
+                e.to_string(),
+                vec![],
+            ));
+        }
     };
     let api = api(client, ns, version);
     // One list per reconcile: it shows both our children and any same-name object we must not touch.
@@ -77,7 +109,8 @@ pub async fn sync(client: &Client, metrics: &Metrics, bundle: &SecretBundle, ver
     for (want, spec) in desired.into_iter().zip(&bundle.spec.secrets) {
         let name = want.name_any();
         let current = existing.get(&name);
-        let adopt = spec.adoption_policy.unwrap_or(bundle.spec.adoption_policy) == AdoptionPolicy::IfExists;
+        let adopt =
+            spec.adoption_policy.unwrap_or(bundle.spec.adoption_policy) == AdoptionPolicy::IfExists;
         if let Some(c) = current
             && !managed_by(c, bundle)
             && !adopt
@@ -87,29 +120,44 @@ pub async fn sync(client: &Client, metrics: &Metrics, bundle: &SecretBundle, ver
                 name,
                 ready: false,
                 reason: Reason::Conflict.as_str().into(),
-                message: "an ExternalSecret of this name exists and is not managed by this bundle".into(),
+                message: "an ExternalSecret of this name exists and is not managed by this bundle"
+                    .into(),
             });
             continue;
         }
         let want = with_hash(want)?;
-        let want_json = serde_json::to_value(&want).map_err(|source| Error::Serialize { what: "child", source })?;
+        let want_json = serde_json::to_value(&want).map_err(|source| Error::Serialize {
+            what: "child",
+            source,
+        })?;
         let up_to_date = current
             .map(serde_json::to_value)
             .transpose()
-            .map_err(|source| Error::Serialize { what: "child", source })?
+            .map_err(|source| Error::Serialize {
+                what: "child",
+                source,
+            })?
             .is_some_and(|have| is_subset(&want_json, &have));
         let child = if up_to_date {
             current.cloned()
         } else {
             // force: fields another manager changed by hand are drift, and ours to restore.
             let applied = api
-                .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&want))
+                .patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&want),
+                )
                 .await
                 .during("apply ExternalSecret")?;
             metrics.applied();
             Some(applied)
         };
-        secrets.push(status::child_status(&name, child.as_ref(), refresh_disabled(bundle, spec)));
+        secrets.push(status::child_status(
+            &name,
+            child.as_ref(),
+            refresh_disabled(bundle, spec),
+        ));
     }
     prune(&api, metrics, bundle, &existing).await?;
 
@@ -130,31 +178,69 @@ pub async fn sync(client: &Client, metrics: &Metrics, bundle: &SecretBundle, ver
     Ok(report(bundle, version, reason, message, secrets))
 }
 
-fn report(bundle: &SecretBundle, version: EsoVersion, reason: Reason, message: String, secrets: Vec<secretbundle_api::SecretStatus>) -> Report {
+fn report(
+    bundle: &SecretBundle,
+    version: EsoVersion,
+    reason: Reason,
+    message: String,
+    secrets: Vec<secretbundle_api::SecretStatus>,
+) -> Report {
     let handled = match reason {
         // Every child now carries the request as its force-sync annotation.
-        Reason::Ready | Reason::SecretsNotReady => bundle.annotations().get(REFRESH_ANNOTATION).cloned(),
-        _ => bundle.status.as_ref().and_then(|s| s.last_handled_refresh.clone()),
+        Reason::Ready | Reason::SecretsNotReady => {
+            bundle.annotations().get(REFRESH_ANNOTATION).cloned()
+        }
+        _ => bundle
+            .status
+            .as_ref()
+            .and_then(|s| s.last_handled_refresh.clone()),
     };
-    Report { reason, message, eso_version: Some(version), secrets, last_handled_refresh: handled }
+    Report {
+        reason,
+        message,
+        eso_version: Some(version),
+        secrets,
+        last_handled_refresh: handled,
+    }
 }
 
 fn refresh_disabled(bundle: &SecretBundle, spec: &BundleSecret) -> bool {
-    spec.refresh_interval.as_deref().unwrap_or(&bundle.spec.refresh_interval) == "0"
+    spec.refresh_interval
+        .as_deref()
+        .unwrap_or(&bundle.spec.refresh_interval)
+        == "0"
 }
 
 /// ESO ignores force-sync on a child with refreshInterval "0" once it has synced: say so.
 fn refresh_note(bundle: &SecretBundle) -> Option<String> {
     bundle.annotations().get(REFRESH_ANNOTATION)?;
-    let skipped: Vec<&str> =
-        bundle.spec.secrets.iter().filter(|s| refresh_disabled(bundle, s)).map(|s| s.name.as_str()).collect();
+    let skipped: Vec<&str> = bundle
+        .spec
+        .secrets
+        .iter()
+        .filter(|s| refresh_disabled(bundle, s))
+        .map(|s| s.name.as_str())
+        .collect();
     (!skipped.is_empty()).then(|| {
-        format!("; refresh request not honoured by ESO for {} (refreshInterval \"0\")", skipped.join(", "))
+        format!(
+            "; refresh request not honoured by ESO for {} (refreshInterval \"0\")",
+            skipped.join(", ")
+        )
     })
 }
 
-async fn prune(api: &Api<DynamicObject>, metrics: &Metrics, bundle: &SecretBundle, existing: &BTreeMap<String, DynamicObject>) -> Result<(), Error> {
-    let wanted: BTreeSet<&str> = bundle.spec.secrets.iter().map(|s| s.name.as_str()).collect();
+async fn prune(
+    api: &Api<DynamicObject>,
+    metrics: &Metrics,
+    bundle: &SecretBundle,
+    existing: &BTreeMap<String, DynamicObject>,
+) -> Result<(), Error> {
+    let wanted: BTreeSet<&str> = bundle
+        .spec
+        .secrets
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     for (name, child) in existing {
         if owned_by(child, bundle) && !wanted.contains(name.as_str()) {
             delete(api, child).await?;
@@ -167,7 +253,10 @@ async fn prune(api: &Api<DynamicObject>, metrics: &Metrics, bundle: &SecretBundl
 async fn delete(api: &Api<DynamicObject>, child: &DynamicObject) -> Result<(), Error> {
     // The UID precondition makes sure we delete the object we looked at, not a successor.
     let dp = DeleteParams {
-        preconditions: Some(Preconditions { uid: child.uid(), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: child.uid(),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
     match api.delete(&child.name_any(), &dp).await {
@@ -178,8 +267,14 @@ async fn delete(api: &Api<DynamicObject>, child: &DynamicObject) -> Result<(), E
 }
 
 /// On bundle deletion: delete owned children (`Delete`) or release them (`Orphan`).
-pub async fn cleanup(client: &Client, bundle: &SecretBundle, version: Option<EsoVersion>) -> Result<(), Error> {
-    let Some(version) = version else { return Ok(()) }; // no CRD: no children left to handle
+pub async fn cleanup(
+    client: &Client,
+    bundle: &SecretBundle,
+    version: Option<EsoVersion>,
+) -> Result<(), Error> {
+    let Some(version) = version else {
+        return Ok(());
+    }; // no CRD: no children left to handle
     let api = api(client, &bundle.spec.target_namespace, version);
     let lp = ListParams::default().labels(&format!("{BUNDLE_LABEL}={}", bundle.name_any()));
     let children = match api.list(&lp).await {
@@ -197,18 +292,30 @@ pub async fn cleanup(client: &Client, bundle: &SecretBundle, version: Option<Eso
 }
 
 /// Removes our ownerReference and labels so garbage collection and later bundles leave it be.
-async fn release(api: &Api<DynamicObject>, bundle: &SecretBundle, child: &DynamicObject) -> Result<(), Error> {
-    let others: Vec<_> =
-        child.owner_references().iter().filter(|o| Some(&o.uid) != bundle.metadata.uid.as_ref()).cloned().collect();
+async fn release(
+    api: &Api<DynamicObject>,
+    bundle: &SecretBundle,
+    child: &DynamicObject,
+) -> Result<(), Error> {
+    let others: Vec<_> = child
+        .owner_references()
+        .iter()
+        .filter(|o| Some(&o.uid) != bundle.metadata.uid.as_ref())
+        .cloned()
+        .collect();
     let patch = json!({"metadata": {
         "resourceVersion": child.resource_version(),
         "ownerReferences": others,
         "labels": {BUNDLE_LABEL: null, MANAGED_BY_LABEL: null},
         "annotations": {APPLIED_HASH_ANNOTATION: null},
     }});
-    api.patch(&child.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .during("release ExternalSecret")?;
+    api.patch(
+        &child.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .during("release ExternalSecret")?;
     Ok(())
 }
 
@@ -232,7 +339,9 @@ mod tests {
         let ar = EsoKind::ExternalSecret.api_resource(EsoVersion::V1);
         let a = DynamicObject::new("a", &ar).data(json!({"spec": {"refreshInterval": "1h"}}));
         let b = DynamicObject::new("a", &ar).data(json!({"spec": {"refreshInterval": "2h"}}));
-        let hash = |o: &DynamicObject| with_hash(o.clone()).expect("hash").annotations()[APPLIED_HASH_ANNOTATION].clone();
+        let hash = |o: &DynamicObject| {
+            with_hash(o.clone()).expect("hash").annotations()[APPLIED_HASH_ANNOTATION].clone()
+        };
         assert_eq!(hash(&a), hash(&a));
         assert_ne!(hash(&a), hash(&b));
     }

@@ -26,13 +26,24 @@ impl Error {
     /// A small, fixed label value: safe as a metrics label and for log grouping.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::Kube { source: kube::Error::Api(s), .. } if s.code == 409 => "conflict",
-            Error::Kube { source: kube::Error::Api(s), .. } if s.code == 403 => "forbidden",
-            Error::Kube { source: kube::Error::Api(_), .. } => "api",
+            Error::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code == 409 => "conflict",
+            Error::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code == 403 => "forbidden",
+            Error::Kube {
+                source: kube::Error::Api(_),
+                ..
+            } => "api",
             Error::Kube { .. } => "transport",
             Error::Serialize { .. } => "serialize",
             Error::Finalizer(inner) => match inner.as_ref() {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.category(),
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
+                    e.category()
+                }
                 _ => "finalizer",
             },
             Error::MissingMetadata(_) => "invalid_object",

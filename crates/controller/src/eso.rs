@@ -47,7 +47,11 @@ pub enum EsoKind {
 }
 
 impl EsoKind {
-    pub const ALL: [EsoKind; 3] = [EsoKind::ExternalSecret, EsoKind::SecretStore, EsoKind::ClusterSecretStore];
+    pub const ALL: [EsoKind; 3] = [
+        EsoKind::ExternalSecret,
+        EsoKind::SecretStore,
+        EsoKind::ClusterSecretStore,
+    ];
 
     pub fn kind(self) -> &'static str {
         match self {
@@ -118,16 +122,26 @@ pub fn usable_version(crd: Option<&CustomResourceDefinition>) -> Result<EsoVersi
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        });
     if !established {
         return Err(CrdProblem::NotEstablished);
     }
-    let served: Vec<&str> =
-        crd.spec.versions.iter().filter(|v| v.served).map(|v| v.name.as_str()).collect();
+    let served: Vec<&str> = crd
+        .spec
+        .versions
+        .iter()
+        .filter(|v| v.served)
+        .map(|v| v.name.as_str())
+        .collect();
     EsoVersion::PREFERENCE
         .into_iter()
         .find(|v| served.contains(&v.as_str()))
-        .ok_or_else(|| CrdProblem::NoSupportedVersion(served.iter().map(|s| s.to_string()).collect()))
+        .ok_or_else(|| {
+            CrdProblem::NoSupportedVersion(served.iter().map(|s| s.to_string()).collect())
+        })
 }
 
 #[cfg(test)]
@@ -150,17 +164,33 @@ mod tests {
 
     #[test]
     fn prefers_v1_and_falls_back_to_v1beta1() {
-        assert_eq!(usable_version(Some(&crd(&[("v1", true), ("v1beta1", true)], true))), Ok(EsoVersion::V1));
-        assert_eq!(usable_version(Some(&crd(&[("v1alpha1", true), ("v1beta1", true)], true))), Ok(EsoVersion::V1beta1));
+        assert_eq!(
+            usable_version(Some(&crd(&[("v1", true), ("v1beta1", true)], true))),
+            Ok(EsoVersion::V1)
+        );
+        assert_eq!(
+            usable_version(Some(&crd(&[("v1alpha1", true), ("v1beta1", true)], true))),
+            Ok(EsoVersion::V1beta1)
+        );
         // v2.9.0 keeps v1beta1 in the CRD with served: false.
-        assert_eq!(usable_version(Some(&crd(&[("v1", true), ("v1beta1", false)], true))), Ok(EsoVersion::V1));
+        assert_eq!(
+            usable_version(Some(&crd(&[("v1", true), ("v1beta1", false)], true))),
+            Ok(EsoVersion::V1)
+        );
     }
 
     #[test]
     fn reports_why_a_crd_is_unusable() {
         assert_eq!(usable_version(None), Err(CrdProblem::Absent));
-        assert_eq!(usable_version(Some(&crd(&[("v1", true)], false))), Err(CrdProblem::NotEstablished));
-        let err = usable_version(Some(&crd(&[("v1alpha1", true), ("v1beta1", false)], true))).unwrap_err();
-        assert_eq!(err.to_string(), "serves [v1alpha1], none of which this operator supports (v1, v1beta1)");
+        assert_eq!(
+            usable_version(Some(&crd(&[("v1", true)], false))),
+            Err(CrdProblem::NotEstablished)
+        );
+        let err = usable_version(Some(&crd(&[("v1alpha1", true), ("v1beta1", false)], true)))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "serves [v1alpha1], none of which this operator supports (v1, v1beta1)"
+        );
     }
 }

@@ -86,7 +86,10 @@ pub struct Blocked {
 
 impl Blocked {
     fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -96,8 +99,15 @@ pub fn referenced_stores(bundle: &SecretBundle) -> Vec<StoreKey> {
     let spec = &bundle.spec;
     spec.secrets
         .iter()
-        .map(|s| s.secret_store_ref.as_ref().unwrap_or(&spec.secret_store_ref))
-        .map(|r| StoreKey { kind: r.kind, name: r.name.clone() })
+        .map(|s| {
+            s.secret_store_ref
+                .as_ref()
+                .unwrap_or(&spec.secret_store_ref)
+        })
+        .map(|r| StoreKey {
+            kind: r.kind,
+            name: r.name.clone(),
+        })
         .filter(|k| seen.insert(k.clone()))
         .collect()
 }
@@ -106,22 +116,40 @@ pub fn referenced_stores(bundle: &SecretBundle) -> Vec<StoreKey> {
 pub fn evaluate(bundle: &SecretBundle, facts: &Facts) -> Result<EsoVersion, Blocked> {
     let ns = &bundle.spec.target_namespace;
     if bundle.spec.suspend {
-        return Err(Blocked::new(Reason::Suspended, "spec.suspend is true; nothing is applied or pruned"));
+        return Err(Blocked::new(
+            Reason::Suspended,
+            "spec.suspend is true; nothing is applied or pruned",
+        ));
     }
     let labels = match &facts.namespace {
         NamespaceFact::Absent => {
-            return Err(Blocked::new(Reason::WaitingForNamespace, format!("namespace {ns:?} does not exist")));
+            return Err(Blocked::new(
+                Reason::WaitingForNamespace,
+                format!("namespace {ns:?} does not exist"),
+            ));
         }
         NamespaceFact::Terminating => {
-            return Err(Blocked::new(Reason::WaitingForNamespace, format!("namespace {ns:?} is terminating")));
+            return Err(Blocked::new(
+                Reason::WaitingForNamespace,
+                format!("namespace {ns:?} is terminating"),
+            ));
         }
         NamespaceFact::Active { labels } => labels,
     };
     let version = facts.crd.clone().map_err(|p| {
-        Blocked::new(Reason::WaitingForCRD, format!("CustomResourceDefinition {} {p}", crate::eso::EXTERNAL_SECRET_CRD))
+        Blocked::new(
+            Reason::WaitingForCRD,
+            format!(
+                "CustomResourceDefinition {} {p}",
+                crate::eso::EXTERNAL_SECRET_CRD
+            ),
+        )
     })?;
     if let Some(cycle) = &facts.cycle {
-        return Err(Blocked::new(Reason::DependencyCycle, format!("spec.dependsOn forms a cycle: {}", cycle.join(" -> "))));
+        return Err(Blocked::new(
+            Reason::DependencyCycle,
+            format!("spec.dependsOn forms a cycle: {}", cycle.join(" -> ")),
+        ));
     }
     let waiting: Vec<String> = facts
         .dependencies
@@ -141,13 +169,21 @@ pub fn evaluate(bundle: &SecretBundle, facts: &Facts) -> Result<EsoVersion, Bloc
     for (key, fact) in &facts.stores {
         match fact {
             StoreFact::Absent => {
-                return Err(Blocked::new(Reason::WaitingForStore, format!("{key} does not exist")));
+                return Err(Blocked::new(
+                    Reason::WaitingForStore,
+                    format!("{key} does not exist"),
+                ));
             }
             StoreFact::NotReady { message } => {
-                return Err(Blocked::new(Reason::WaitingForStore, format!("{key} is not Ready: {message}")));
+                return Err(Blocked::new(
+                    Reason::WaitingForStore,
+                    format!("{key} is not Ready: {message}"),
+                ));
             }
             StoreFact::Ready { conditions } => {
-                if key.kind == StoreKind::ClusterSecretStore && !namespace_allowed(conditions, ns, labels) {
+                if key.kind == StoreKind::ClusterSecretStore
+                    && !namespace_allowed(conditions, ns, labels)
+                {
                     return Err(Blocked::new(
                         Reason::StoreNotAllowed,
                         format!("{key} spec.conditions do not admit namespace {ns:?}"),
@@ -161,7 +197,11 @@ pub fn evaluate(bundle: &SecretBundle, facts: &Facts) -> Result<EsoVersion, Bloc
 
 /// ESO's rule: no conditions admit every namespace; otherwise any selector, name or
 /// (unanchored) regex of any condition must match.
-pub fn namespace_allowed(conditions: &[StoreCondition], ns: &str, labels: &BTreeMap<String, String>) -> bool {
+pub fn namespace_allowed(
+    conditions: &[StoreCondition],
+    ns: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     if conditions.is_empty() {
         return true;
     }
@@ -174,24 +214,36 @@ pub fn namespace_allowed(conditions: &[StoreCondition], ns: &str, labels: &BTree
             .clone()
             .and_then(|s| Selector::try_from(s).ok())
             .is_some_and(|s| s.matches(&labels));
-        let by_regex =
-            c.namespace_regexes.iter().any(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match(ns)));
+        let by_regex = c
+            .namespace_regexes
+            .iter()
+            .any(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match(ns)));
         by_selector || c.namespaces.iter().any(|n| n == ns) || by_regex
     })
 }
 
 /// A dependency is Ready when its Ready condition is True for its current generation.
 pub fn dependency_fact(dep: Option<&SecretBundle>) -> DependencyFact {
-    let Some(dep) = dep else { return DependencyFact::Missing };
+    let Some(dep) = dep else {
+        return DependencyFact::Missing;
+    };
     let ready = dep
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
     match ready {
-        Some(c) if c.status == "True" && c.observed_generation == dep.metadata.generation => DependencyFact::Ready,
-        Some(c) if c.status == "True" => DependencyFact::NotReady { reason: "status is for an older generation".into() },
-        Some(c) => DependencyFact::NotReady { reason: c.reason.clone() },
-        None => DependencyFact::NotReady { reason: "no status yet".into() },
+        Some(c) if c.status == "True" && c.observed_generation == dep.metadata.generation => {
+            DependencyFact::Ready
+        }
+        Some(c) if c.status == "True" => DependencyFact::NotReady {
+            reason: "status is for an older generation".into(),
+        },
+        Some(c) => DependencyFact::NotReady {
+            reason: c.reason.clone(),
+        },
+        None => DependencyFact::NotReady {
+            reason: "no status yet".into(),
+        },
     }
 }
 
@@ -251,13 +303,27 @@ spec:
 
     fn open_facts() -> Facts {
         Facts {
-            namespace: NamespaceFact::Active { labels: BTreeMap::from([("env".into(), "local".into())]) },
+            namespace: NamespaceFact::Active {
+                labels: BTreeMap::from([("env".into(), "local".into())]),
+            },
             crd: Ok(EsoVersion::V1),
             dependencies: vec![("platform".into(), DependencyFact::Ready)],
             cycle: None,
             stores: vec![
-                (StoreKey { kind: StoreKind::ClusterSecretStore, name: "ameide-vault".into() }, StoreFact::Ready { conditions: vec![] }),
-                (StoreKey { kind: StoreKind::SecretStore, name: "local".into() }, StoreFact::Ready { conditions: vec![] }),
+                (
+                    StoreKey {
+                        kind: StoreKind::ClusterSecretStore,
+                        name: "ameide-vault".into(),
+                    },
+                    StoreFact::Ready { conditions: vec![] },
+                ),
+                (
+                    StoreKey {
+                        kind: StoreKind::SecretStore,
+                        name: "local".into(),
+                    },
+                    StoreFact::Ready { conditions: vec![] },
+                ),
             ],
         }
     }
@@ -276,39 +342,85 @@ spec:
     fn gates_close_in_order_with_precise_messages() {
         let mut f = open_facts();
         f.stores[1].1 = StoreFact::Absent;
-        assert_eq!(blocked(&f), (Reason::WaitingForStore, r#"SecretStore "local" does not exist"#.into()));
-        f.dependencies[0].1 = DependencyFact::NotReady { reason: "WaitingForNamespace".into() };
         assert_eq!(
             blocked(&f),
-            (Reason::WaitingForDependency, "waiting for bundles to be Ready: platform (WaitingForNamespace)".into())
+            (
+                Reason::WaitingForStore,
+                r#"SecretStore "local" does not exist"#.into()
+            )
         );
-        f.cycle = Some(vec!["observability".into(), "platform".into(), "observability".into()]);
+        f.dependencies[0].1 = DependencyFact::NotReady {
+            reason: "WaitingForNamespace".into(),
+        };
+        assert_eq!(
+            blocked(&f),
+            (
+                Reason::WaitingForDependency,
+                "waiting for bundles to be Ready: platform (WaitingForNamespace)".into()
+            )
+        );
+        f.cycle = Some(vec![
+            "observability".into(),
+            "platform".into(),
+            "observability".into(),
+        ]);
         assert_eq!(blocked(&f).0, Reason::DependencyCycle);
-        assert!(blocked(&f).1.contains("observability -> platform -> observability"));
+        assert!(
+            blocked(&f)
+                .1
+                .contains("observability -> platform -> observability")
+        );
         f.crd = Err(CrdProblem::Absent);
         assert_eq!(
             blocked(&f),
-            (Reason::WaitingForCRD, "CustomResourceDefinition externalsecrets.external-secrets.io is not installed".into())
+            (
+                Reason::WaitingForCRD,
+                "CustomResourceDefinition externalsecrets.external-secrets.io is not installed"
+                    .into()
+            )
         );
         f.namespace = NamespaceFact::Terminating;
-        assert_eq!(blocked(&f), (Reason::WaitingForNamespace, r#"namespace "monitoring" is terminating"#.into()));
+        assert_eq!(
+            blocked(&f),
+            (
+                Reason::WaitingForNamespace,
+                r#"namespace "monitoring" is terminating"#.into()
+            )
+        );
         f.namespace = NamespaceFact::Absent;
-        assert_eq!(blocked(&f), (Reason::WaitingForNamespace, r#"namespace "monitoring" does not exist"#.into()));
+        assert_eq!(
+            blocked(&f),
+            (
+                Reason::WaitingForNamespace,
+                r#"namespace "monitoring" does not exist"#.into()
+            )
+        );
         let mut suspended = bundle();
         suspended.spec.suspend = true;
-        assert_eq!(evaluate(&suspended, &f).expect_err("closed").reason, Reason::Suspended);
+        assert_eq!(
+            evaluate(&suspended, &f).expect_err("closed").reason,
+            Reason::Suspended
+        );
     }
 
     #[test]
     fn store_not_ready_and_not_allowed() {
         let mut f = open_facts();
-        f.stores[0].1 = StoreFact::NotReady { message: "InvalidProviderConfig".into() };
+        f.stores[0].1 = StoreFact::NotReady {
+            message: "InvalidProviderConfig".into(),
+        };
         assert_eq!(
             blocked(&f),
-            (Reason::WaitingForStore, r#"ClusterSecretStore "ameide-vault" is not Ready: InvalidProviderConfig"#.into())
+            (
+                Reason::WaitingForStore,
+                r#"ClusterSecretStore "ameide-vault" is not Ready: InvalidProviderConfig"#.into()
+            )
         );
         f.stores[0].1 = StoreFact::Ready {
-            conditions: vec![StoreCondition { namespaces: vec!["argocd".into()], ..Default::default() }],
+            conditions: vec![StoreCondition {
+                namespaces: vec!["argocd".into()],
+                ..Default::default()
+            }],
         };
         assert_eq!(blocked(&f).0, Reason::StoreNotAllowed);
     }
@@ -316,28 +428,64 @@ spec:
     #[test]
     fn namespace_conditions_follow_eso() {
         let labels = BTreeMap::from([("env".to_string(), "local".to_string())]);
-        let by_label: StoreCondition =
-            serde_json::from_value(serde_json::json!({"namespaceSelector": {"matchLabels": {"env": "local"}}})).expect("cond");
+        let by_label: StoreCondition = serde_json::from_value(
+            serde_json::json!({"namespaceSelector": {"matchLabels": {"env": "local"}}}),
+        )
+        .expect("cond");
         let by_name_label: StoreCondition = serde_json::from_value(serde_json::json!({
             "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}]}
         }))
         .expect("cond");
-        let by_regex = StoreCondition { namespace_regexes: vec!["^moni".into()], ..Default::default() };
-        let other = StoreCondition { namespaces: vec!["argocd".into()], ..Default::default() };
+        let by_regex = StoreCondition {
+            namespace_regexes: vec!["^moni".into()],
+            ..Default::default()
+        };
+        let other = StoreCondition {
+            namespaces: vec!["argocd".into()],
+            ..Default::default()
+        };
         assert!(namespace_allowed(&[], "monitoring", &labels));
-        assert!(namespace_allowed(&[other.clone(), by_label], "monitoring", &labels));
-        assert!(namespace_allowed(&[by_name_label], "monitoring", &BTreeMap::new()));
-        assert!(namespace_allowed(&[by_regex.clone()], "monitoring", &labels));
+        assert!(namespace_allowed(
+            &[other.clone(), by_label],
+            "monitoring",
+            &labels
+        ));
+        assert!(namespace_allowed(
+            &[by_name_label],
+            "monitoring",
+            &BTreeMap::new()
+        ));
+        assert!(namespace_allowed(
+            &[by_regex.clone()],
+            "monitoring",
+            &labels
+        ));
         assert!(!namespace_allowed(&[other, by_regex], "argocd-x", &labels));
-        assert!(!namespace_allowed(&[StoreCondition { namespaces: vec!["a".into()], ..Default::default() }], "b", &labels));
+        assert!(!namespace_allowed(
+            &[StoreCondition {
+                namespaces: vec!["a".into()],
+                ..Default::default()
+            }],
+            "b",
+            &labels
+        ));
     }
 
     #[test]
     fn referenced_stores_are_deduplicated() {
         let mut b = bundle();
         b.spec.secrets.push(b.spec.secrets[0].clone());
-        let keys: Vec<String> = referenced_stores(&b).iter().map(ToString::to_string).collect();
-        assert_eq!(keys, vec![r#"ClusterSecretStore "ameide-vault""#, r#"SecretStore "local""#]);
+        let keys: Vec<String> = referenced_stores(&b)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                r#"ClusterSecretStore "ameide-vault""#,
+                r#"SecretStore "local""#
+            ]
+        );
     }
 
     fn with_ready(status: &str, observed: Option<i64>, generation: i64) -> SecretBundle {
@@ -350,7 +498,9 @@ spec:
                 reason: "WaitingForStore".into(),
                 message: String::new(),
                 observed_generation: observed,
-                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    Default::default(),
+                ),
             }],
             ..Default::default()
         });
@@ -360,13 +510,26 @@ spec:
     #[test]
     fn dependency_ready_only_for_current_generation() {
         assert_eq!(dependency_fact(None), DependencyFact::Missing);
-        assert_eq!(dependency_fact(Some(&with_ready("True", Some(2), 2))), DependencyFact::Ready);
-        assert!(matches!(dependency_fact(Some(&with_ready("True", Some(1), 2))), DependencyFact::NotReady { .. }));
+        assert_eq!(
+            dependency_fact(Some(&with_ready("True", Some(2), 2))),
+            DependencyFact::Ready
+        );
+        assert!(matches!(
+            dependency_fact(Some(&with_ready("True", Some(1), 2))),
+            DependencyFact::NotReady { .. }
+        ));
         assert_eq!(
             dependency_fact(Some(&with_ready("False", Some(2), 2))),
-            DependencyFact::NotReady { reason: "WaitingForStore".into() }
+            DependencyFact::NotReady {
+                reason: "WaitingForStore".into()
+            }
         );
-        assert_eq!(dependency_fact(Some(&bundle())), DependencyFact::NotReady { reason: "no status yet".into() });
+        assert_eq!(
+            dependency_fact(Some(&bundle())),
+            DependencyFact::NotReady {
+                reason: "no status yet".into()
+            }
+        );
     }
 
     #[test]
@@ -378,11 +541,25 @@ spec:
             ("d", vec!["a"]),
             ("self", vec!["self"]),
         ]);
-        let deps = |n: &str| graph.get(n).map(|v| v.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
-        assert_eq!(find_cycle("a", &deps), Some(vec!["a".into(), "b".into(), "d".into(), "a".into()]));
+        let deps = |n: &str| {
+            graph
+                .get(n)
+                .map(|v| v.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            find_cycle("a", &deps),
+            Some(vec!["a".into(), "b".into(), "d".into(), "a".into()])
+        );
         assert_eq!(find_cycle("c", &deps), None);
-        assert_eq!(find_cycle("self", &deps), Some(vec!["self".into(), "self".into()]));
+        assert_eq!(
+            find_cycle("self", &deps),
+            Some(vec!["self".into(), "self".into()])
+        );
         // b is in the cycle too, but a path from c never returns to c.
-        assert_eq!(find_cycle("b", &deps), Some(vec!["b".into(), "d".into(), "a".into(), "b".into()]));
+        assert_eq!(
+            find_cycle("b", &deps),
+            Some(vec!["b".into(), "d".into(), "a".into(), "b".into()])
+        );
     }
 }

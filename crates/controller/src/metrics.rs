@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+};
 use prometheus_client::registry::Registry;
 
 use crate::reason::Reason;
@@ -43,12 +45,36 @@ impl Metrics {
             by_bundle: Mutex::default(),
         };
         let r = registry.sub_registry_with_prefix("secretbundle");
-        r.register("reconciles", "Reconciles that completed, by the bundle's Ready reason", m.reconciles.clone());
-        r.register("reconcile_failures", "Reconciles that failed, by error category", m.failures.clone());
-        r.register("reconcile_duration_seconds", "Time spent in one reconcile", m.duration.clone());
-        r.register("bundles", "Bundles by Ready reason (WaitingFor* are closed gates)", m.bundles.clone());
-        r.register("children_applied", "ExternalSecrets written by server-side apply", m.children_applied.clone());
-        r.register("children_pruned", "ExternalSecrets deleted because they left the spec", m.children_pruned.clone());
+        r.register(
+            "reconciles",
+            "Reconciles that completed, by the bundle's Ready reason",
+            m.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_failures",
+            "Reconciles that failed, by error category",
+            m.failures.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            m.duration.clone(),
+        );
+        r.register(
+            "bundles",
+            "Bundles by Ready reason (WaitingFor* are closed gates)",
+            m.bundles.clone(),
+        );
+        r.register(
+            "children_applied",
+            "ExternalSecrets written by server-side apply",
+            m.children_applied.clone(),
+        );
+        r.register(
+            "children_pruned",
+            "ExternalSecrets deleted because they left the spec",
+            m.children_pruned.clone(),
+        );
         m
     }
 
@@ -60,13 +86,19 @@ impl Metrics {
     pub fn finished(&self, started: Instant, failure: Option<&'static str>) {
         self.duration.observe(started.elapsed().as_secs_f64());
         if let Some(category) = failure {
-            self.failures.get_or_create(&CategoryLabel { category }).inc();
+            self.failures
+                .get_or_create(&CategoryLabel { category })
+                .inc();
         }
     }
 
     /// Records the Ready reason a reconcile left the bundle with.
     pub fn reconciled(&self, bundle: &str, reason: Reason) {
-        self.reconciles.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc();
+        self.reconciles
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
         self.set_reason(bundle, Some(reason));
     }
 
@@ -83,14 +115,18 @@ impl Metrics {
     }
 
     fn set_reason(&self, bundle: &str, reason: Option<Reason>) {
-        let Ok(mut by_bundle) = self.by_bundle.lock() else { return };
+        let Ok(mut by_bundle) = self.by_bundle.lock() else {
+            return;
+        };
         match reason {
             Some(r) => by_bundle.insert(bundle.to_string(), r),
             None => by_bundle.remove(bundle),
         };
         for r in Reason::ALL {
             let n = by_bundle.values().filter(|v| **v == r).count();
-            self.bundles.get_or_create(&ReasonLabel { reason: r.as_str() }).set(n as i64);
+            self.bundles
+                .get_or_create(&ReasonLabel { reason: r.as_str() })
+                .set(n as i64);
         }
     }
 }

@@ -11,14 +11,26 @@ use serde_json::Value;
 
 use crate::error::{Error, KubeContext};
 use crate::eso::{self, EsoKind, EsoVersion};
-use crate::gates::{self, DependencyFact, Facts, NamespaceFact, StoreCondition, StoreFact, StoreKey};
+use crate::gates::{
+    self, DependencyFact, Facts, NamespaceFact, StoreCondition, StoreFact, StoreKey,
+};
 
-pub async fn facts(client: &Client, bundles: &Store<SecretBundle>, bundle: &SecretBundle) -> Result<Facts, Error> {
+pub async fn facts(
+    client: &Client,
+    bundles: &Store<SecretBundle>,
+    bundle: &SecretBundle,
+) -> Result<Facts, Error> {
     let ns_name = &bundle.spec.target_namespace;
-    let namespace = match Api::<Namespace>::all(client.clone()).get_opt(ns_name).await.during("get namespace")? {
+    let namespace = match Api::<Namespace>::all(client.clone())
+        .get_opt(ns_name)
+        .await
+        .during("get namespace")?
+    {
         None => NamespaceFact::Absent,
         Some(ns) if ns.metadata.deletion_timestamp.is_some() => NamespaceFact::Terminating,
-        Some(ns) => NamespaceFact::Active { labels: ns.labels().clone() },
+        Some(ns) => NamespaceFact::Active {
+            labels: ns.labels().clone(),
+        },
     };
     let crd = Api::<CustomResourceDefinition>::all(client.clone())
         .get_opt(eso::EXTERNAL_SECRET_CRD)
@@ -30,14 +42,22 @@ pub async fn facts(client: &Client, bundles: &Store<SecretBundle>, bundle: &Secr
         .spec
         .depends_on
         .iter()
-        .map(|d| (d.clone(), gates::dependency_fact(bundles.get(&ObjectRef::new(d)).as_deref())))
+        .map(|d| {
+            (
+                d.clone(),
+                gates::dependency_fact(bundles.get(&ObjectRef::new(d)).as_deref()),
+            )
+        })
         .collect();
     let me = bundle.name_any();
     let depends_on = |n: &str| -> Vec<String> {
         if n == me {
             return bundle.spec.depends_on.clone();
         }
-        bundles.get(&ObjectRef::new(n)).map(|b| b.spec.depends_on.clone()).unwrap_or_default()
+        bundles
+            .get(&ObjectRef::new(n))
+            .map(|b| b.spec.depends_on.clone())
+            .unwrap_or_default()
     };
     let cycle = gates::find_cycle(&me, &depends_on);
 
@@ -48,17 +68,31 @@ pub async fn facts(client: &Client, bundles: &Store<SecretBundle>, bundle: &Secr
             stores.push((key, fact));
         }
     }
-    Ok(Facts { namespace, crd, dependencies, cycle, stores })
+    Ok(Facts {
+        namespace,
+        crd,
+        dependencies,
+        cycle,
+        stores,
+    })
 }
 
-async fn store_fact(client: &Client, version: EsoVersion, key: &StoreKey, ns: &str) -> Result<StoreFact, Error> {
+async fn store_fact(
+    client: &Client,
+    version: EsoVersion,
+    key: &StoreKey,
+    ns: &str,
+) -> Result<StoreFact, Error> {
     let api: Api<DynamicObject> = match key.kind {
-        StoreKind::ClusterSecretStore => {
-            Api::all_with(client.clone(), &EsoKind::ClusterSecretStore.api_resource(version))
-        }
-        StoreKind::SecretStore => {
-            Api::namespaced_with(client.clone(), ns, &EsoKind::SecretStore.api_resource(version))
-        }
+        StoreKind::ClusterSecretStore => Api::all_with(
+            client.clone(),
+            &EsoKind::ClusterSecretStore.api_resource(version),
+        ),
+        StoreKind::SecretStore => Api::namespaced_with(
+            client.clone(),
+            ns,
+            &EsoKind::SecretStore.api_resource(version),
+        ),
     };
     // A 404 also covers "the store CRD is not installed": either way the store is not there.
     let store = match api.get_opt(&key.name).await {
@@ -74,7 +108,10 @@ pub fn read_store(data: &Value) -> StoreFact {
     let ready = data
         .pointer("/status/conditions")
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")));
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        });
     match ready {
         Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {
             let conditions: Vec<StoreCondition> = data
@@ -85,8 +122,12 @@ pub fn read_store(data: &Value) -> StoreFact {
         }
         Some(c) => {
             let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
-            StoreFact::NotReady { message: format!("{}: {}", field("reason"), field("message")) }
+            StoreFact::NotReady {
+                message: format!("{}: {}", field("reason"), field("message")),
+            }
         }
-        None => StoreFact::NotReady { message: "ESO has not reported on it yet".into() },
+        None => StoreFact::NotReady {
+            message: "ESO has not reported on it yet".into(),
+        },
     }
 }

@@ -76,7 +76,10 @@ impl Reason {
         match self {
             Reason::Ready => Phase::Ready,
             Reason::Suspended => Phase::Suspended,
-            Reason::DependencyCycle | Reason::StoreNotAllowed | Reason::Conflict | Reason::InvalidSpec => Phase::Stalled,
+            Reason::DependencyCycle
+            | Reason::StoreNotAllowed
+            | Reason::Conflict
+            | Reason::InvalidSpec => Phase::Stalled,
             Reason::WaitingForNamespace
             | Reason::WaitingForCRD
             | Reason::WaitingForDependency

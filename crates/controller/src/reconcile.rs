@@ -41,7 +41,8 @@ pub async fn reconcile(bundle: Arc<SecretBundle>, ctx: Arc<Context>) -> Result<A
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics.finished(started, result.as_ref().err().map(Error::category));
+    ctx.metrics
+        .finished(started, result.as_ref().err().map(Error::category));
     result
 }
 
@@ -60,7 +61,10 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
             message: blocked.message,
             eso_version: facts.crd.ok(),
             secrets: vec![],
-            last_handled_refresh: bundle.status.as_ref().and_then(|s| s.last_handled_refresh.clone()),
+            last_handled_refresh: bundle
+                .status
+                .as_ref()
+                .and_then(|s| s.last_handled_refresh.clone()),
         },
     };
     write_status(bundle, &report, ctx).await?;
@@ -92,7 +96,11 @@ async fn write_status(bundle: &SecretBundle, report: &Report, ctx: &Context) -> 
         "status": next,
     });
     Api::<SecretBundle>::all(ctx.client.clone())
-        .patch_status(&bundle.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .patch_status(
+            &bundle.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
         .await
         .during("patch bundle status")?;
     let before = status::ready_reason(bundle.status.as_ref());
@@ -113,11 +121,15 @@ async fn publish(bundle: &SecretBundle, report: &Report, ctx: &Context) {
         type_,
         reason: report.reason.as_str().into(),
         note: Some(report.message.chars().take(1000).collect()),
-        action: if report.reason == Reason::Ready { "Reconciled" } else { "Waiting" }.into(),
+        action: if report.reason == Reason::Ready {
+            "Reconciled"
+        } else {
+            "Waiting"
+        }
+        .into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &bundle.object_ref(&())).await {
         warn!(error = %e, "could not record event");
     }
 }
-

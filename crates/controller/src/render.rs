@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt, api::DynamicObject};
 use secretbundle_api::{
-    BUNDLE_LABEL, BundleSecret, MANAGED_BY_LABEL, MANAGER, REFRESH_ANNOTATION, RemoteRef, SecretBundle,
+    BUNDLE_LABEL, BundleSecret, MANAGED_BY_LABEL, MANAGER, REFRESH_ANNOTATION, RemoteRef,
+    SecretBundle,
 };
 use serde_json::{Map, Value, json};
 
@@ -24,10 +25,18 @@ pub struct InvalidSpec {
 ///
 /// Owner references are added only when the bundle has a UID (it does once stored); `render`
 /// from a file leaves them out.
-pub fn render(bundle: &SecretBundle, version: EsoVersion) -> Result<Vec<DynamicObject>, InvalidSpec> {
+pub fn render(
+    bundle: &SecretBundle,
+    version: EsoVersion,
+) -> Result<Vec<DynamicObject>, InvalidSpec> {
     check_target_names(bundle)?;
     let owner = bundle.controller_owner_ref(&());
-    Ok(bundle.spec.secrets.iter().map(|s| render_one(bundle, s, version, owner.clone())).collect())
+    Ok(bundle
+        .spec
+        .secrets
+        .iter()
+        .map(|s| render_one(bundle, s, version, owner.clone()))
+        .collect())
 }
 
 /// Two entries writing the same Secret would fight over it forever.
@@ -54,8 +63,14 @@ fn render_one(
     owner: Option<OwnerReference>,
 ) -> DynamicObject {
     let spec = &bundle.spec;
-    let store = secret.secret_store_ref.as_ref().unwrap_or(&spec.secret_store_ref);
-    let refresh = secret.refresh_interval.as_deref().unwrap_or(&spec.refresh_interval);
+    let store = secret
+        .secret_store_ref
+        .as_ref()
+        .unwrap_or(&spec.secret_store_ref);
+    let refresh = secret
+        .refresh_interval
+        .as_deref()
+        .unwrap_or(&spec.refresh_interval);
 
     let mut target = Map::new();
     target.insert("name".into(), secret.target_secret_name().into());
@@ -78,7 +93,10 @@ fn render_one(
     }
 
     let mut es_spec = Map::new();
-    es_spec.insert("secretStoreRef".into(), json!({"name": store.name, "kind": store.kind}));
+    es_spec.insert(
+        "secretStoreRef".into(),
+        json!({"name": store.name, "kind": store.kind}),
+    );
     es_spec.insert("refreshInterval".into(), refresh.into());
     es_spec.insert("target".into(), target.into());
     if !secret.data.is_empty() {
@@ -90,8 +108,11 @@ fn render_one(
         es_spec.insert("data".into(), data.into());
     }
     if !secret.data_from.is_empty() {
-        let from: Vec<Value> =
-            secret.data_from.iter().map(|d| json!({"extract": remote_ref(&d.extract)})).collect();
+        let from: Vec<Value> = secret
+            .data_from
+            .iter()
+            .map(|d| json!({"extract": remote_ref(&d.extract)}))
+            .collect();
         es_spec.insert("dataFrom".into(), from.into());
     }
 
@@ -207,7 +228,10 @@ spec:
         let v1 = render(&b, EsoVersion::V1).expect("renders");
         let beta = render(&b, EsoVersion::V1beta1).expect("renders");
         for (a, b) in v1.iter().zip(&beta) {
-            let (mut a, b) = (serde_json::to_value(a).expect("json"), serde_json::to_value(b).expect("json"));
+            let (mut a, b) = (
+                serde_json::to_value(a).expect("json"),
+                serde_json::to_value(b).expect("json"),
+            );
             assert_eq!(b["apiVersion"], "external-secrets.io/v1beta1");
             a["apiVersion"] = b["apiVersion"].clone();
             assert_eq!(a, b);

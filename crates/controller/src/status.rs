@@ -22,7 +22,11 @@ pub struct Report {
 
 /// Reads ESO's view of one child. `refresh_disabled` children (refreshInterval "0") are never
 /// re-synced by ESO after the first sync, so an older synced generation is not held against them.
-pub fn child_status(name: &str, child: Option<&DynamicObject>, refresh_disabled: bool) -> SecretStatus {
+pub fn child_status(
+    name: &str,
+    child: Option<&DynamicObject>,
+    refresh_disabled: bool,
+) -> SecretStatus {
     let not_ready = |reason: &str, message: String| SecretStatus {
         name: name.into(),
         ready: false,
@@ -36,24 +40,46 @@ pub fn child_status(name: &str, child: Option<&DynamicObject>, refresh_disabled:
     let ready = status
         .and_then(|s| s.get("conditions"))
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")));
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        });
     let Some(ready) = ready else {
-        return not_ready("Pending", "ESO has not reported on this ExternalSecret yet".into());
+        return not_ready(
+            "Pending",
+            "ESO has not reported on this ExternalSecret yet".into(),
+        );
     };
-    let text = |k: &str| ready.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let text = |k: &str| {
+        ready
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     if text("status") != "True" {
         return not_ready(&text("reason"), text("message"));
     }
     // ESO records "<generation>-<hash>" of what it last synced.
-    let synced = status.and_then(|s| s.get("syncedResourceVersion")).and_then(Value::as_str);
+    let synced = status
+        .and_then(|s| s.get("syncedResourceVersion"))
+        .and_then(Value::as_str);
     let generation = child.metadata.generation.unwrap_or_default();
     if let Some(synced) = synced
         && !refresh_disabled
         && !synced.starts_with(&format!("{generation}-"))
     {
-        return not_ready("Syncing", format!("ESO has not synced generation {generation} yet"));
+        return not_ready(
+            "Syncing",
+            format!("ESO has not synced generation {generation} yet"),
+        );
     }
-    SecretStatus { name: name.into(), ready: true, reason: text("reason"), message: text("message") }
+    SecretStatus {
+        name: name.into(),
+        ready: true,
+        reason: text("reason"),
+        message: text("message"),
+    }
 }
 
 /// The summary of applied children: Ready, or how many are and the first failing one's words.
@@ -63,8 +89,18 @@ pub fn summarize(secrets: &[SecretStatus]) -> (Reason, String) {
     match secrets.iter().find(|s| !s.ready) {
         None => (Reason::Ready, format!("{ready}/{total} secrets ready")),
         Some(s) => {
-            let detail = if s.message.is_empty() { String::new() } else { format!(": {}", s.message) };
-            (Reason::SecretsNotReady, format!("{ready}/{total} secrets ready; {} is {}{detail}", s.name, s.reason))
+            let detail = if s.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", s.message)
+            };
+            (
+                Reason::SecretsNotReady,
+                format!(
+                    "{ready}/{total} secrets ready; {} is {}{detail}",
+                    s.name, s.reason
+                ),
+            )
         }
     }
 }
@@ -104,7 +140,10 @@ pub fn next_status(bundle: &SecretBundle, report: &Report, now: &Time) -> Secret
     SecretBundleStatus {
         observed_generation: generation,
         conditions,
-        eso_api_version: report.eso_version.map(EsoVersion::api_version).or(old.eso_api_version),
+        eso_api_version: report
+            .eso_version
+            .map(EsoVersion::api_version)
+            .or(old.eso_api_version),
         ready_secrets: ready,
         total_secrets: total,
         secrets_ready: Some(format!("{ready}/{total}")),
@@ -115,7 +154,11 @@ pub fn next_status(bundle: &SecretBundle, report: &Report, now: &Time) -> Secret
 
 /// The Ready reason a status reports, if any.
 pub fn ready_reason(status: Option<&SecretBundleStatus>) -> Option<Reason> {
-    status?.conditions.iter().find(|c| c.type_ == condition::READY).and_then(|c| Reason::parse(&c.reason))
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY)
+        .and_then(|c| Reason::parse(&c.reason))
 }
 
 #[cfg(test)]
@@ -139,29 +182,64 @@ mod tests {
     #[test]
     fn child_readiness_follows_eso() {
         let missing = child_status("a", None, false);
-        assert_eq!((missing.ready, missing.reason.as_str()), (false, "NotApplied"));
+        assert_eq!(
+            (missing.ready, missing.reason.as_str()),
+            (false, "NotApplied")
+        );
         let pending = child_status("a", Some(&child(1, json!({}))), false);
         assert_eq!(pending.reason, "Pending");
-        let failed = child(1, json!({"conditions": [ready_cond("False", "SecretSyncedError", "could not get secret data from provider")]}));
+        let failed = child(
+            1,
+            json!({"conditions": [ready_cond("False", "SecretSyncedError", "could not get secret data from provider")]}),
+        );
         assert_eq!(
             child_status("a", Some(&failed), false),
-            SecretStatus { name: "a".into(), ready: false, reason: "SecretSyncedError".into(), message: "could not get secret data from provider".into() }
+            SecretStatus {
+                name: "a".into(),
+                ready: false,
+                reason: "SecretSyncedError".into(),
+                message: "could not get secret data from provider".into()
+            }
         );
-        let ok = child(2, json!({"syncedResourceVersion": "2-abc", "conditions": [ready_cond("True", "SecretSynced", "secret synced")]}));
+        let ok = child(
+            2,
+            json!({"syncedResourceVersion": "2-abc", "conditions": [ready_cond("True", "SecretSynced", "secret synced")]}),
+        );
         assert!(child_status("a", Some(&ok), false).ready);
-        let stale = child(3, json!({"syncedResourceVersion": "2-abc", "conditions": [ready_cond("True", "SecretSynced", "")]}));
+        let stale = child(
+            3,
+            json!({"syncedResourceVersion": "2-abc", "conditions": [ready_cond("True", "SecretSynced", "")]}),
+        );
         assert_eq!(child_status("a", Some(&stale), false).reason, "Syncing");
-        assert!(child_status("a", Some(&stale), true).ready, "refreshInterval 0 is never re-synced");
+        assert!(
+            child_status("a", Some(&stale), true).ready,
+            "refreshInterval 0 is never re-synced"
+        );
     }
 
     #[test]
     fn summary_quotes_the_first_failing_child() {
-        let ok = SecretStatus { name: "a".into(), ready: true, ..Default::default() };
-        let bad = SecretStatus { name: "b".into(), ready: false, reason: "SecretSyncedError".into(), message: "key not found".into() };
-        assert_eq!(summarize(&[ok.clone(), ok.clone()]), (Reason::Ready, "2/2 secrets ready".into()));
+        let ok = SecretStatus {
+            name: "a".into(),
+            ready: true,
+            ..Default::default()
+        };
+        let bad = SecretStatus {
+            name: "b".into(),
+            ready: false,
+            reason: "SecretSyncedError".into(),
+            message: "key not found".into(),
+        };
+        assert_eq!(
+            summarize(&[ok.clone(), ok.clone()]),
+            (Reason::Ready, "2/2 secrets ready".into())
+        );
         assert_eq!(
             summarize(&[ok, bad]),
-            (Reason::SecretsNotReady, "1/2 secrets ready; b is SecretSyncedError: key not found".into())
+            (
+                Reason::SecretsNotReady,
+                "1/2 secrets ready; b is SecretSyncedError: key not found".into()
+            )
         );
     }
 
@@ -179,20 +257,49 @@ mod tests {
     }
 
     fn report(reason: Reason, message: &str) -> Report {
-        Report { reason, message: message.into(), eso_version: None, secrets: vec![], last_handled_refresh: None }
+        Report {
+            reason,
+            message: message.into(),
+            eso_version: None,
+            secrets: vec![],
+            last_handled_refresh: None,
+        }
     }
 
     #[test]
     fn kstatus_conditions_per_phase() {
         let t0 = time("2026-01-01T00:00:00Z");
-        let waiting = next_status(&bundle(1), &report(Reason::WaitingForNamespace, "namespace \"ns\" does not exist"), &t0);
-        let types: Vec<(&str, &str)> = waiting.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
+        let waiting = next_status(
+            &bundle(1),
+            &report(
+                Reason::WaitingForNamespace,
+                "namespace \"ns\" does not exist",
+            ),
+            &t0,
+        );
+        let types: Vec<(&str, &str)> = waiting
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
         assert_eq!(types, vec![("Ready", "False"), ("Reconciling", "True")]);
-        assert!(waiting.conditions.iter().all(|c| c.reason == "WaitingForNamespace" && c.observed_generation == Some(1)));
-        assert_eq!((waiting.secrets_ready.as_deref(), waiting.total_secrets), (Some("0/1"), 1));
+        assert!(
+            waiting
+                .conditions
+                .iter()
+                .all(|c| c.reason == "WaitingForNamespace" && c.observed_generation == Some(1))
+        );
+        assert_eq!(
+            (waiting.secrets_ready.as_deref(), waiting.total_secrets),
+            (Some("0/1"), 1)
+        );
 
         let stalled = next_status(&bundle(1), &report(Reason::Conflict, "x"), &t0);
-        let types: Vec<&str> = stalled.conditions.iter().map(|c| c.type_.as_str()).collect();
+        let types: Vec<&str> = stalled
+            .conditions
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
         assert_eq!(types, vec!["Ready", "Stalled"]);
         let suspended = next_status(&bundle(1), &report(Reason::Suspended, "x"), &t0);
         assert_eq!(suspended.conditions.len(), 1);
@@ -205,7 +312,11 @@ mod tests {
         let mut b = bundle(1);
         let r = report(Reason::WaitingForCRD, "not installed");
         b.status = Some(next_status(&b, &r, &t0));
-        assert_eq!(b.status, Some(next_status(&b, &r, &t1)), "no churn when nothing changed");
+        assert_eq!(
+            b.status,
+            Some(next_status(&b, &r, &t1)),
+            "no churn when nothing changed"
+        );
 
         // A new reason with the same Ready status keeps Ready's transition time.
         let moved = next_status(&b, &report(Reason::WaitingForDependency, "platform"), &t1);
@@ -213,6 +324,12 @@ mod tests {
         assert_eq!(moved.conditions[0].reason, "WaitingForDependency");
         // Ready flipping to True moves its time; Reconciling disappears.
         let ready = next_status(&b, &report(Reason::Ready, "1/1 secrets ready"), &t1);
-        assert_eq!((ready.conditions.len(), ready.conditions[0].last_transition_time.clone()), (1, t1));
+        assert_eq!(
+            (
+                ready.conditions.len(),
+                ready.conditions[0].last_transition_time.clone()
+            ),
+            (1, t1)
+        );
     }
 }

@@ -42,13 +42,21 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         bundles: store.clone(),
-        recorder: Recorder::new(client.clone(), Reporter { controller: secretbundle_api::MANAGER.into(), instance: None }),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: secretbundle_api::MANAGER.into(),
+                instance: None,
+            },
+        ),
         metrics,
     });
     let (ns_store, dep_store) = (store.clone(), store.clone());
     controller
         .with_config(controller::Config::default().concurrency(concurrency))
-        .watches(Api::<Namespace>::all(client), wc.clone(), move |ns| targeting(&ns_store, &ns.name_any()))
+        .watches(Api::<Namespace>::all(client), wc.clone(), move |ns| {
+            targeting(&ns_store, &ns.name_any())
+        })
         .watches(bundles, wc, move |b| dependents(&dep_store, &b.name_any()))
         .reconcile_on(rx)
         .graceful_shutdown_on(shutdown)
@@ -65,7 +73,12 @@ pub async fn run(
 
 /// Bundles whose target namespace is `ns`.
 fn targeting(store: &Store<SecretBundle>, ns: &str) -> Vec<ObjectRef<SecretBundle>> {
-    store.state().iter().filter(|b| b.spec.target_namespace == ns).map(|b| ObjectRef::from(b.as_ref())).collect()
+    store
+        .state()
+        .iter()
+        .filter(|b| b.spec.target_namespace == ns)
+        .map(|b| ObjectRef::from(b.as_ref()))
+        .collect()
 }
 
 /// Bundles that list `name` in `dependsOn`: they wait on its readiness.
@@ -79,7 +92,11 @@ fn dependents(store: &Store<SecretBundle>, name: &str) -> Vec<ObjectRef<SecretBu
 }
 
 /// Bundles affected by a change to an ESO object of `kind`.
-fn affected(store: &Store<SecretBundle>, kind: EsoKind, obj: &DynamicObject) -> Vec<ObjectRef<SecretBundle>> {
+fn affected(
+    store: &Store<SecretBundle>,
+    kind: EsoKind,
+    obj: &DynamicObject,
+) -> Vec<ObjectRef<SecretBundle>> {
     let (name, ns) = (obj.name_any(), obj.namespace().unwrap_or_default());
     let hit = |b: &SecretBundle| match kind {
         // Our own child, or a same-name object that blocks (or stops blocking) one of ours.
@@ -87,15 +104,22 @@ fn affected(store: &Store<SecretBundle>, kind: EsoKind, obj: &DynamicObject) -> 
             obj.labels().get(BUNDLE_LABEL) == Some(&b.name_any())
                 || (b.spec.target_namespace == ns && b.spec.secrets.iter().any(|s| s.name == name))
         }
-        EsoKind::ClusterSecretStore => {
-            referenced_stores(b).iter().any(|k| k.kind == StoreKind::ClusterSecretStore && k.name == name)
-        }
+        EsoKind::ClusterSecretStore => referenced_stores(b)
+            .iter()
+            .any(|k| k.kind == StoreKind::ClusterSecretStore && k.name == name),
         EsoKind::SecretStore => {
             b.spec.target_namespace == ns
-                && referenced_stores(b).iter().any(|k| k.kind == StoreKind::SecretStore && k.name == name)
+                && referenced_stores(b)
+                    .iter()
+                    .any(|k| k.kind == StoreKind::SecretStore && k.name == name)
         }
     };
-    store.state().iter().filter(|b| hit(b)).map(|b| ObjectRef::from(b.as_ref())).collect()
+    store
+        .state()
+        .iter()
+        .filter(|b| hit(b))
+        .map(|b| ObjectRef::from(b.as_ref()))
+        .collect()
 }
 
 /// Watches the three ESO CRDs. While one is usable, watches its objects at the version the
@@ -106,15 +130,21 @@ async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) 
         .into_iter()
         .map(|kind| {
             let api = Api::<CustomResourceDefinition>::all(client.clone());
-            let wc = watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
-            watcher(api, wc).default_backoff().map(move |ev| (kind, ev)).boxed()
+            let wc =
+                watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
+            watcher(api, wc)
+                .default_backoff()
+                .map(move |ev| (kind, ev))
+                .boxed()
         })
         .collect();
     let mut events = stream::select_all(crds);
     let mut running: BTreeMap<EsoKind, (EsoVersion, JoinHandle<()>)> = BTreeMap::new();
     while let Some((kind, event)) = events.next().await {
         let version = match event {
-            Ok(watcher::Event::Apply(crd) | watcher::Event::InitApply(crd)) => eso::usable_version(Some(&crd)).ok(),
+            Ok(watcher::Event::Apply(crd) | watcher::Event::InitApply(crd)) => {
+                eso::usable_version(Some(&crd)).ok()
+            }
             Ok(watcher::Event::Delete(_)) => None,
             Ok(watcher::Event::Init) => continue,
             Ok(watcher::Event::InitDone) => running.get(&kind).map(|(v, _)| *v),
@@ -128,13 +158,36 @@ async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) 
                 task.abort();
             }
             if let Some(v) = version {
-                info!(kind = kind.kind(), version = v.as_str(), "watching ESO objects");
-                running.insert(kind, (v, tokio::spawn(watch_kind(client.clone(), store.clone(), kind, v, tx.clone()))));
+                info!(
+                    kind = kind.kind(),
+                    version = v.as_str(),
+                    "watching ESO objects"
+                );
+                running.insert(
+                    kind,
+                    (
+                        v,
+                        tokio::spawn(watch_kind(
+                            client.clone(),
+                            store.clone(),
+                            kind,
+                            v,
+                            tx.clone(),
+                        )),
+                    ),
+                );
             } else {
-                info!(kind = kind.kind(), "ESO CRD unusable; stopped watching its objects");
+                info!(
+                    kind = kind.kind(),
+                    "ESO CRD unusable; stopped watching its objects"
+                );
             }
         }
-        let all: Vec<_> = store.state().iter().map(|b| ObjectRef::from(b.as_ref())).collect();
+        let all: Vec<_> = store
+            .state()
+            .iter()
+            .map(|b| ObjectRef::from(b.as_ref()))
+            .collect();
         if send_all(&mut tx, all).await.is_err() {
             break;
         }
@@ -144,13 +197,25 @@ async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) 
     }
 }
 
-async fn watch_kind(client: Client, store: Store<SecretBundle>, kind: EsoKind, version: EsoVersion, mut tx: Trigger) {
+async fn watch_kind(
+    client: Client,
+    store: Store<SecretBundle>,
+    kind: EsoKind,
+    version: EsoVersion,
+    mut tx: Trigger,
+) {
     let api = Api::<DynamicObject>::all_with(client, &kind.api_resource(version));
-    let mut objects = watcher(api, watcher::Config::default()).default_backoff().touched_objects().boxed();
+    let mut objects = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .boxed();
     while let Some(obj) = objects.next().await {
         match obj {
             Ok(obj) => {
-                if send_all(&mut tx, affected(&store, kind, &obj)).await.is_err() {
+                if send_all(&mut tx, affected(&store, kind, &obj))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -159,7 +224,9 @@ async fn watch_kind(client: Client, store: Store<SecretBundle>, kind: EsoKind, v
     }
 }
 
-async fn send_all(tx: &mut Trigger, refs: Vec<ObjectRef<SecretBundle>>) -> Result<(), mpsc::SendError> {
+async fn send_all(
+    tx: &mut Trigger,
+    refs: Vec<ObjectRef<SecretBundle>>,
+) -> Result<(), mpsc::SendError> {
     tx.send_all(&mut stream::iter(refs).map(Ok)).await
 }
-

@@ -1,0 +1,118 @@
+//! Command-line interface and the offline commands (`crd`, `render`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::CustomResourceExt;
+use secretbundle_api::SecretBundle;
+use secretbundle_controller::eso::EsoVersion;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Delivers ExternalSecrets once their namespace, CRDs, dependencies and store are ready"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the controller against the current kubeconfig or in-cluster config.
+    Run(RunArgs),
+    /// Print the SecretBundle CustomResourceDefinition as YAML.
+    Crd,
+    /// Print the ExternalSecrets a bundle file renders to, exactly as the controller applies them.
+    Render(RenderArgs),
+    /// Show, from the cluster, what a bundle waits for: its gate chain as a tree.
+    Explain(ExplainArgs),
+}
+
+#[derive(Parser)]
+pub struct RunArgs {
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Bundles reconciled at the same time.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Elect one active replica through a Lease; the others wait.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "LEASE_NAME", default_value = "secretbundle-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease; defaults to the pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Identity in the Lease; defaults to the pod name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Sustained requests per second to the API server.
+    #[arg(long, env = "KUBE_QPS", default_value_t = 50)]
+    pub qps: u32,
+    /// Requests allowed in a burst above --qps.
+    #[arg(long, env = "KUBE_BURST", default_value_t = 100)]
+    pub burst: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser)]
+pub struct RenderArgs {
+    /// Bundle manifest (YAML; several documents allowed; `-` reads stdin).
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// ESO API version to render.
+    #[arg(long, default_value = "v1", value_parser = ["v1", "v1beta1"])]
+    pub eso_version: String,
+}
+
+#[derive(Parser)]
+pub struct ExplainArgs {
+    /// Name of the bundle.
+    pub bundle: String,
+}
+
+pub fn print_crd() -> anyhow::Result<()> {
+    print!("{}", serde_yaml::to_string(&SecretBundle::crd())?);
+    Ok(())
+}
+
+pub fn render(args: RenderArgs) -> anyhow::Result<()> {
+    let text = if args.file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let version =
+        EsoVersion::parse(&args.eso_version).context("--eso-version must be v1 or v1beta1")?;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(doc)?;
+        if value.is_null() {
+            continue;
+        }
+        let bundle: SecretBundle = serde_yaml::from_value(value)
+            .with_context(|| format!("{} is not a valid SecretBundle", args.file.display()))?;
+        let children = secretbundle_controller::render::render(&bundle, version)?;
+        for child in children {
+            out.push(serde_yaml::to_string(&child)?);
+        }
+    }
+    print!("{}", out.join("---\n"));
+    Ok(())
+}
+
+use serde::Deserialize as _;

@@ -1,0 +1,297 @@
+//! A real etcd + kube-apiserver on free loopback ports, one per test, stopped on drop.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tempfile::TempDir;
+
+use crate::pki;
+
+/// A running control plane. Dropping it stops both processes and removes the data dirs.
+pub struct ControlPlane {
+    etcd: Option<Child>,
+    apiserver: Option<Child>,
+    dir: Option<TempDir>,
+    pub url: String,
+    kubeconfig: Kubeconfig,
+}
+
+/// The workspace root (the tests crate lives one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The directory holding kube-apiserver and etcd: SB_ASSETS, KUBEBUILDER_ASSETS, or built by
+/// `hack/controlplane.sh` (once per test process; it is a no-op when cached).
+pub fn assets() -> Result<PathBuf> {
+    static ASSETS: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    ASSETS
+        .get_or_init(|| {
+            if let Ok(dir) = std::env::var("SB_ASSETS") {
+                return Ok(PathBuf::from(dir));
+            }
+            let out = Command::new(repo_root().join("hack/controlplane.sh"))
+                .stderr(Stdio::inherit())
+                .output()
+                .map_err(|e| format!("running hack/controlplane.sh: {e}"))?;
+            if !out.status.success() {
+                return Err("hack/controlplane.sh failed".into());
+            }
+            Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl ControlPlane {
+    pub async fn start() -> Result<Self> {
+        let assets = assets()?;
+        let dir = tempfile::Builder::new()
+            .prefix("secretbundle-cp-")
+            .tempdir()?;
+        let p = dir.path();
+        let pki = pki::generate()?;
+        for (name, pem) in [
+            ("ca.crt", &pki.ca_pem),
+            ("apiserver.crt", &pki.serving_cert_pem),
+            ("apiserver.key", &pki.serving_key_pem),
+            ("sa.key", &pki.sa_key_pem),
+            ("sa.pub", &pki.sa_pub_pem),
+        ] {
+            fs::write(p.join(name), pem)?;
+        }
+
+        let (client_port, peer_port, api_port) = (free_port()?, free_port()?, free_port()?);
+        let etcd_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let etcd = spawn(
+            Command::new(assets.join("etcd")).args([
+                "--data-dir",
+                &p.join("etcd").to_string_lossy(),
+                "--listen-client-urls",
+                &etcd_url,
+                "--advertise-client-urls",
+                &etcd_url,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &format!("default={peer_url}"),
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ]),
+            &p.join("etcd.log"),
+        )?;
+        let url = format!("https://127.0.0.1:{api_port}");
+        let mut cp = ControlPlane {
+            etcd: Some(etcd),
+            apiserver: None,
+            dir: Some(dir),
+            url: url.clone(),
+            kubeconfig: Kubeconfig::default(),
+        };
+        let p = cp.dir().to_path_buf();
+        let apiserver = spawn(
+            Command::new(assets.join("kube-apiserver")).args([
+                &format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                &format!("--secure-port={api_port}"),
+                &format!("--cert-dir={}", p.join("certs").display()),
+                &format!("--tls-cert-file={}", p.join("apiserver.crt").display()),
+                &format!(
+                    "--tls-private-key-file={}",
+                    p.join("apiserver.key").display()
+                ),
+                &format!("--client-ca-file={}", p.join("ca.crt").display()),
+                &format!("--service-account-key-file={}", p.join("sa.pub").display()),
+                &format!(
+                    "--service-account-signing-key-file={}",
+                    p.join("sa.key").display()
+                ),
+                &format!("--service-account-issuer={url}"),
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                // No controller-manager runs, so nothing would mint tokens for pods.
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+                // 127.0.0.1 cannot back the kubernetes Service endpoints; nothing here needs them.
+                "--endpoint-reconciler-type=none",
+                "--enable-priority-and-fairness=false",
+                "--v=0",
+            ]),
+            &p.join("apiserver.log"),
+        )?;
+        cp.apiserver = Some(apiserver);
+        cp.kubeconfig = kubeconfig(&url, &pki)?;
+        cp.wait_ready().await?;
+        Ok(cp)
+    }
+
+    /// A client acting as cluster admin.
+    pub async fn client(&self) -> Result<Client> {
+        let config =
+            Config::from_custom_kubeconfig(self.kubeconfig.clone(), &KubeConfigOptions::default())
+                .await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// A client authenticating with a bearer token (e.g. a ServiceAccount's).
+    pub async fn token_client(&self, token: &str) -> Result<Client> {
+        let mut kc = self.kubeconfig.clone();
+        for user in &mut kc.auth_infos {
+            if let Some(info) = user.auth_info.as_mut() {
+                info.client_certificate_data = None;
+                info.client_key_data = None;
+                info.token = Some(token.to_string().into());
+            }
+        }
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Writes the admin kubeconfig (for kubectl and child processes) and returns its path.
+    pub fn kubeconfig_path(&self) -> Result<PathBuf> {
+        let path = self.dir().join("kubeconfig");
+        if !path.exists() {
+            fs::write(&path, serde_yaml::to_string(&self.kubeconfig)?)?;
+        }
+        Ok(path)
+    }
+
+    /// Writes a kubeconfig that authenticates with `token` and returns its path.
+    pub fn token_kubeconfig_path(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let mut kc = self.kubeconfig.clone();
+        for user in &mut kc.auth_infos {
+            if let Some(info) = user.auth_info.as_mut() {
+                info.client_certificate_data = None;
+                info.client_key_data = None;
+                info.token = Some(token.to_string().into());
+            }
+        }
+        let path = self.dir().join(format!("kubeconfig-{name}"));
+        fs::write(&path, serde_yaml::to_string(&kc)?)?;
+        Ok(path)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), TempDir::path)
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let client = self.client().await?;
+        let dir = self.dir().to_path_buf();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let req = http::Request::get("/readyz").body(Vec::new())?;
+            if let Ok(body) = client.request_text(req).await
+                && body.trim() == "ok"
+            {
+                return Ok(());
+            }
+            for (name, child) in [
+                ("etcd", &mut self.etcd),
+                ("kube-apiserver", &mut self.apiserver),
+            ] {
+                if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    let log = fs::read_to_string(
+                        dir.join(format!("{}.log", name.trim_start_matches("kube-"))),
+                    )
+                    .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    bail!(
+                        "{name} exited with {status}:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "kube-apiserver not ready after 90s; logs in {}",
+                    dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {
+    let out = fs::File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))
+}
+
+fn kubeconfig(url: &str, pki: &pki::Pki) -> Result<Kubeconfig> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {{server: "{url}", certificate-authority-data: "{ca}"}}
+users:
+- name: admin
+  user: {{client-certificate-data: "{cert}", client-key-data: "{key}"}}
+contexts:
+- name: test
+  context: {{cluster: test, user: admin}}
+current-context: test
+"#,
+        ca = b64(&pki.ca_pem),
+        cert = b64(&pki.admin_cert_pem),
+        key = b64(&pki.admin_key_pem),
+    );
+    Ok(Kubeconfig::from_yaml(&yaml)?)
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // apiserver first, so it does not spin on a vanished etcd.
+        for child in [self.apiserver.take(), self.etcd.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for log in ["apiserver.log", "etcd.log"] {
+                let text = fs::read_to_string(self.dir().join(log)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                eprintln!(
+                    "--- last lines of {log} ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        if std::env::var_os("SB_KEEP_LOGS").is_some()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("control plane files kept in {}", dir.keep().display());
+        }
+    }
+}
