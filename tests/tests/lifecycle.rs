@@ -1,0 +1,209 @@
+//! Children over their life: prune, drift, conflicts, adoption, deletion policies, no churn.
+//! ESO's controller is not running here: tests write ExternalSecret status as ESO would.
+
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use secretbundle_api::SecretBundle;
+use secretbundle_controller::eso::EsoVersion;
+use secretbundle_tests::{Env, eso, simple_bundle, wait};
+use serde_json::json;
+
+const NS: &str = "observability";
+
+async fn ready_env() -> anyhow::Result<(Env, Api<DynamicObject>)> {
+    let env = Env::start().await?;
+    env.install_eso_crds("v2.9.0").await?;
+    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    env.create_namespace(NS).await?;
+    let es = eso::external_secrets(&env.client, NS, EsoVersion::V1);
+    Ok((env, es))
+}
+
+#[tokio::test]
+async fn removed_secrets_are_pruned_and_drift_is_restored() -> anyhow::Result<()> {
+    let (env, es) = ready_env().await?;
+    env.apply_bundle(&simple_bundle("obs", NS, &["grafana", "loki", "tempo"]))
+        .await?;
+    wait::until_count(&es, &ListParams::default(), 3).await?;
+
+    env.apply_bundle(&simple_bundle("obs", NS, &["grafana", "loki"]))
+        .await?;
+    let left = wait::until_count(&es, &ListParams::default(), 2).await?;
+    assert!(left.iter().all(|c| c.name_any() != "tempo"));
+
+    // Deleted by hand: restored.
+    es.delete("loki", &DeleteParams::default()).await?;
+    wait::until(&es, "loki", "restored", |o: Option<&DynamicObject>| {
+        o.is_some()
+    })
+    .await?;
+
+    // Edited by hand: the field the bundle owns is restored.
+    let edit = json!({"spec": {"refreshInterval": "5m"}});
+    es.patch("grafana", &PatchParams::default(), &Patch::Merge(&edit))
+        .await?;
+    wait::until(
+        &es,
+        "grafana",
+        "refreshInterval restored",
+        |o: Option<&DynamicObject>| o.is_some_and(|o| o.data["spec"]["refreshInterval"] == "1h"),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unmanaged_externalsecret_is_never_touched_unless_adoption_is_allowed() -> anyhow::Result<()>
+{
+    let (env, es) = ready_env().await?;
+    // A Helm-made ExternalSecret with the same name as one of the bundle's.
+    let helm_made = json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": {"name": "grafana", "namespace": NS, "labels": {"app.kubernetes.io/managed-by": "Helm"}},
+        "spec": {"secretStoreRef": {"name": "old-store", "kind": "ClusterSecretStore"}, "refreshInterval": "10m",
+                 "target": {"name": "grafana"}, "data": [{"secretKey": "admin", "remoteRef": {"key": "old/grafana"}}]}
+    });
+    let before = es
+        .patch(
+            "grafana",
+            &PatchParams::apply("helm"),
+            &Patch::Apply(&helm_made),
+        )
+        .await?;
+    env.apply_bundle(&simple_bundle("obs", NS, &["grafana", "loki"]))
+        .await?;
+
+    let b = wait::bundle_reason(&env.bundles(), "obs", "Conflict").await?;
+    let status = b.status.expect("status");
+    assert!(
+        status.conditions[0].message.contains(
+            "ExternalSecret observability/grafana exists and is not managed by this bundle"
+        )
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    );
+    let conflicting = status
+        .secrets
+        .iter()
+        .find(|s| s.name == "grafana")
+        .expect("entry");
+    assert_eq!(
+        (conflicting.ready, conflicting.reason.as_str()),
+        (false, "Conflict")
+    );
+    // The other child is applied; the unmanaged one is untouched.
+    wait::until(&es, "loki", "applied", |o: Option<&DynamicObject>| {
+        o.is_some()
+    })
+    .await?;
+    let after = es.get("grafana").await?;
+    assert_eq!(after.resource_version(), before.resource_version());
+
+    // Adoption takes it over in place: same object, same UID.
+    let mut adopting = simple_bundle("obs", NS, &["grafana", "loki"]);
+    adopting.spec.adoption_policy = secretbundle_api::AdoptionPolicy::IfExists;
+    env.apply_bundle(&adopting).await?;
+    let adopted = wait::until(&es, "grafana", "adopted", |o: Option<&DynamicObject>| {
+        o.is_some_and(|o| {
+            o.labels()
+                .get("secrets.ameide.io/bundle")
+                .map(String::as_str)
+                == Some("obs")
+        })
+    })
+    .await?;
+    assert_eq!(adopted.uid(), before.uid());
+    assert_eq!(
+        adopted.data["spec"]["secretStoreRef"]["name"],
+        eso::TEST_STORE
+    );
+    wait::bundle_reason(&env.bundles(), "obs", "SecretsNotReady").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deletion_deletes_children_or_orphans_them() -> anyhow::Result<()> {
+    let (env, es) = ready_env().await?;
+    env.apply_bundle(&simple_bundle("deleted", NS, &["a"]))
+        .await?;
+    let mut orphan = simple_bundle("orphaned", NS, &["b"]);
+    orphan.spec.deletion_policy = secretbundle_api::DeletionPolicy::Orphan;
+    env.apply_bundle(&orphan).await?;
+    wait::until_count(&es, &ListParams::default(), 2).await?;
+    let b = wait::bundle_reason(&env.bundles(), "deleted", "SecretsNotReady").await?;
+    assert!(
+        b.finalizers()
+            .iter()
+            .any(|f| f == "secrets.ameide.io/cleanup")
+    );
+
+    // No garbage collector runs here: what disappears, the finalizer deleted.
+    for name in ["deleted", "orphaned"] {
+        env.bundles().delete(name, &DeleteParams::default()).await?;
+        wait::until_deleted(&env.bundles(), name).await?;
+    }
+    let left = wait::until_count(&es, &ListParams::default(), 1).await?;
+    assert_eq!(left[0].name_any(), "b");
+    assert!(
+        left[0].owner_references().is_empty(),
+        "released from the bundle"
+    );
+    assert!(!left[0].labels().contains_key("secrets.ameide.io/bundle"));
+    assert_eq!(
+        left[0].data["spec"]["target"]["name"], "b",
+        "its spec is kept"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn nothing_is_written_when_nothing_changed() -> anyhow::Result<()> {
+    let (env, es) = ready_env().await?;
+    env.apply_bundle(&simple_bundle("quiet", NS, &["grafana"]))
+        .await?;
+    wait::until_count(&es, &ListParams::default(), 1).await?;
+    eso::set_ready(&es, "grafana", "True", "SecretSynced", "").await?;
+    let ready = wait::bundle_reason(&env.bundles(), "quiet", "Ready").await?;
+    let child = es.get("grafana").await?;
+
+    // An unrelated change to the bundle's metadata triggers a reconcile of an unchanged bundle.
+    let reconciles = |env: &Env| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &env.registry).expect("encode");
+        text.lines()
+            .find(|l| l.starts_with("secretbundle_reconciles_total{reason=\"Ready\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = reconciles(&env);
+    let label = json!({"metadata": {"labels": {"team": "platform"}}});
+    let touched = env
+        .bundles()
+        .patch("quiet", &PatchParams::default(), &Patch::Merge(&label))
+        .await?;
+    let deadline = tokio::time::Instant::now() + wait::TIMEOUT;
+    while reconciles(&env) == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconcile after the label change"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let after: SecretBundle = env.bundles().get("quiet").await?;
+    assert_eq!(
+        after.resource_version(),
+        touched.resource_version(),
+        "status not rewritten"
+    );
+    assert_eq!(after.status, ready.status);
+    assert_eq!(
+        es.get("grafana").await?.resource_version(),
+        child.resource_version(),
+        "child not rewritten"
+    );
+    Ok(())
+}
