@@ -26,7 +26,7 @@ use crate::SecretBundleStatus;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     validation = Rule::new("!has(self.spec.dependsOn) || !(self.metadata.name in self.spec.dependsOn)")
-        .message("spec.dependsOn: a bundle cannot depend on itself")
+        .message("a bundle cannot depend on itself")
         .field_path(".spec.dependsOn"),
 )]
 #[serde(rename_all = "camelCase")]
