@@ -28,6 +28,7 @@ crd-check:
 ## crds: regenerate the committed CRD copies.
 crds:
 	cargo run --quiet --locked -p secretbundle-operator -- crd > $(CRD)
+	mkdir -p deploy/helm/secretbundle-operator/crds deploy/kustomize/base/crds
 	cp $(CRD) deploy/helm/secretbundle-operator/crds/
 	cp $(CRD) deploy/kustomize/base/crds/
 

@@ -54,7 +54,7 @@ pub fn assets() -> Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

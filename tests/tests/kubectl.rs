@@ -11,7 +11,11 @@ fn apply(env: &Env, yaml: &str) -> anyhow::Result<(bool, String)> {
     let mut file = tempfile::NamedTempFile::new()?;
     file.write_all(yaml.as_bytes())?;
     let out = env.kubectl(&["apply", "-f", &file.path().to_string_lossy()])?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok((out.status.success(), text))
 }
 
@@ -29,16 +33,29 @@ async fn bad_input_is_rejected_naming_the_field() -> anyhow::Result<()> {
     let cases = [
         (
             "inline secret value",
-            bundle_yaml("a", "ns", "", "    - name: db\n      data: [{secretKey: password, value: hunter2, remoteRef: {key: platform/db}}]\n"),
+            bundle_yaml(
+                "a",
+                "ns",
+                "",
+                "    - name: db\n      data: [{secretKey: password, value: hunter2, remoteRef: {key: platform/db}}]\n",
+            ),
             r#"unknown field "spec.secrets[0].data[0].value""#,
         ),
-        ("empty secrets", bundle_yaml("a", "ns", "", "    []\n").replace("secrets:\n    []", "secrets: []"), "spec.secrets: Invalid value"),
+        (
+            "empty secrets",
+            bundle_yaml("a", "ns", "", "    []\n").replace("secrets:\n    []", "secrets: []"),
+            "spec.secrets: Invalid value",
+        ),
         (
             "duplicate secret names",
             bundle_yaml("a", "ns", "", &format!("{ONE_SECRET}{ONE_SECRET}")),
             r#"spec.secrets[1]: Duplicate value: {"name":"db"}"#,
         ),
-        ("invalid namespace name", bundle_yaml("a", "Not_A_Namespace", "", ONE_SECRET), "spec.targetNamespace: Invalid value"),
+        (
+            "invalid namespace name",
+            bundle_yaml("a", "Not_A_Namespace", "", ONE_SECRET),
+            "spec.targetNamespace: Invalid value",
+        ),
         (
             "self dependency",
             bundle_yaml("a", "ns", "  dependsOn: [a]\n", ONE_SECRET),
@@ -53,13 +70,21 @@ async fn bad_input_is_rejected_naming_the_field() -> anyhow::Result<()> {
     for (what, yaml, expected) in cases {
         let (ok, out) = apply(&env, &yaml)?;
         assert!(!ok, "{what}: accepted:\n{out}");
-        assert!(out.contains(expected), "{what}: expected {expected:?} in:\n{out}");
+        assert!(
+            out.contains(expected),
+            "{what}: expected {expected:?} in:\n{out}"
+        );
     }
 
     let (ok, out) = apply(&env, &bundle_yaml("fixed", "ns-a", "", ONE_SECRET))?;
     assert!(ok, "{out}");
     let (ok, out) = apply(&env, &bundle_yaml("fixed", "ns-b", "", ONE_SECRET))?;
-    assert!(!ok && out.contains("targetNamespace is immutable; create a new SecretBundle for another namespace"), "{out}");
+    assert!(
+        !ok && out.contains(
+            "targetNamespace is immutable; create a new SecretBundle for another namespace"
+        ),
+        "{out}"
+    );
     Ok(())
 }
 
@@ -74,29 +99,71 @@ async fn kubectl_get_shows_columns_and_wait_returns_when_ready() -> anyhow::Resu
 
     let out = env.kubectl(&["get", "secretbundles"])?;
     let table = String::from_utf8_lossy(&out.stdout).to_string();
-    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "TARGET", "READY", "SECRETS", "REASON", "AGE"], "{table}");
-    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
-    assert_eq!(&row[..5], ["platform", "ameide", "False", "0/1", "WaitingForNamespace"], "{table}");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "TARGET", "READY", "SECRETS", "REASON", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..5],
+        ["platform", "ameide", "False", "0/1", "WaitingForNamespace"],
+        "{table}"
+    );
     let wide = env.kubectl(&["get", "sb", "-o", "wide"])?;
     assert!(String::from_utf8_lossy(&wide.stdout).contains(r#"namespace "ameide" does not exist"#));
 
     // `kubectl wait` runs while the bundle is not Ready, and returns once ESO reports its child.
     let kubeconfig = env.cp.kubeconfig_path()?;
     let waiter = tokio::task::spawn_blocking(move || {
-        secretbundle_tests::kubectl_with(&kubeconfig, &["wait", "--for=condition=Ready", "sb/platform", "--timeout=60s"])
+        secretbundle_tests::kubectl_with(
+            &kubeconfig,
+            &[
+                "wait",
+                "--for=condition=Ready",
+                "sb/platform",
+                "--timeout=60s",
+            ],
+        )
     });
     env.create_namespace("ameide").await?;
     let es = eso::external_secrets(&env.client, "ameide", EsoVersion::V1);
     wait::until_count(&es, &ListParams::default(), 1).await?;
-    assert!(!waiter.is_finished(), "kubectl wait returned before the bundle was Ready");
+    assert!(
+        !waiter.is_finished(),
+        "kubectl wait returned before the bundle was Ready"
+    );
     eso::set_ready(&es, "db", "True", "SecretSynced", "").await?;
     let out = waiter.await??;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "secretbundle.secrets.ameide.io/platform condition met");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "secretbundle.secrets.ameide.io/platform condition met"
+    );
 
     let out = env.kubectl(&["get", "sb", "platform"])?;
-    let row: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap_or_default().split_whitespace().map(String::from).collect();
+    let row: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     assert_eq!(&row[..5], ["platform", "ameide", "True", "1/1", "Ready"]);
     Ok(())
 }

@@ -21,5 +21,3 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "secretbundle-operator";
 /// Annotation on a bundle that asks ESO to re-sync every child now; any new value is a request.
 pub const REFRESH_ANNOTATION: &str = "secrets.ameide.io/refresh-requested-at";
-/// Annotation on a child that lets a bundle take it over when it exists without our labels.
-pub const ADOPT_ANNOTATION: &str = "secrets.ameide.io/adopt";

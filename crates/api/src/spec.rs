@@ -16,7 +16,6 @@ use crate::SecretBundleStatus;
     kind = "SecretBundle",
     plural = "secretbundles",
     shortname = "sb",
-    category = "secrets",
     status = "SecretBundleStatus",
     derive = "PartialEq",
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetNamespace"}"#,
@@ -54,7 +53,8 @@ pub struct SecretBundleSpec {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub depends_on: Vec<BundleName>,
 
-    /// Stop reconciling: nothing is applied, pruned or deleted until this is false again.
+    /// Stop reconciling: nothing is applied or pruned until this is false again. Deleting a
+    /// suspended bundle still carries out its `deletionPolicy`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub suspend: bool,
 

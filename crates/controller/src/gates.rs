@@ -456,7 +456,7 @@ spec:
             &BTreeMap::new()
         ));
         assert!(namespace_allowed(
-            &[by_regex.clone()],
+            std::slice::from_ref(&by_regex),
             "monitoring",
             &labels
         ));

@@ -1,0 +1,271 @@
+//! The real External Secrets Operator and a real Vault-API server (OpenBao dev mode), run as
+//! processes beside the control plane. Tests may read Secrets; the operator never does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use secretbundle_controller::eso::{EsoKind, EsoVersion};
+use serde_json::json;
+
+use crate::{apply_crds, eso, repo_root};
+
+/// The ClusterSecretStore pointing at OpenBao.
+pub const VAULT_STORE: &str = "ameide-vault";
+const ROOT_TOKEN: &str = "root";
+
+/// A child process killed on drop.
+pub struct Proc(Option<Child>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command, log: &Path) -> Result<Self> {
+        let out = std::fs::File::create(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+        Ok(Proc(Some(child)))
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Kills the process now (e.g. to simulate a crash).
+    pub fn kill(&mut self) {
+        drop(Proc(self.0.take()));
+    }
+}
+
+/// OpenBao in dev mode: in-memory, unsealed, KV v2 at `secret/`, root token `root`.
+pub struct OpenBao {
+    pub addr: String,
+    _proc: Proc,
+}
+
+pub fn venv_bin(name: &str) -> PathBuf {
+    repo_root().join(".venv/bin").join(name)
+}
+
+impl OpenBao {
+    pub async fn start(dir: &Path) -> Result<Self> {
+        let port = crate::controlplane::free_port()?;
+        let addr = format!("http://127.0.0.1:{port}");
+        let mut proc = Proc::spawn(
+            Command::new(venv_bin("bao")).args([
+                "server",
+                "-dev",
+                &format!("-dev-root-token-id={ROOT_TOKEN}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ]),
+            &dir.join("openbao.log"),
+        )?;
+        let bao = OpenBao {
+            addr,
+            _proc: Proc(None),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !bao
+            .cli(&["status"])
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
+            if let Some(status) = proc.exited() {
+                bail!(
+                    "bao exited with {status}; see {}",
+                    dir.join("openbao.log").display()
+                );
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("OpenBao not ready after 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(OpenBao { _proc: proc, ..bao })
+    }
+
+    fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(venv_bin("bao"))
+            .args(args)
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", ROOT_TOKEN)
+            .output()?)
+    }
+
+    /// Writes (replaces) a KV v2 secret at `secret/<path>`.
+    pub fn put(&self, path: &str, data: &[(&str, &str)]) -> Result<()> {
+        let mut args = vec![
+            "kv".to_string(),
+            "put".into(),
+            "-mount=secret".into(),
+            path.into(),
+        ];
+        args.extend(data.iter().map(|(k, v)| format!("{k}={v}")));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.cli(&refs)?;
+        if !out.status.success() {
+            bail!(
+                "bao kv put {path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The ESO controller binary, built from the pinned Go module by `hack/eso.sh`.
+pub fn eso_binary() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(repo_root().join("hack/eso.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running hack/eso.sh: {e}"))?;
+        if !out.status.success() {
+            return Err("hack/eso.sh failed".into());
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// ESO's v0.16.2 CRDs: the four from `../shared/eso-crds/`, plus GeneratorState, which its
+/// controller always watches, from the same release's pinned Go module.
+pub async fn install_eso_v0_16(client: &Client) -> Result<()> {
+    let mut crds = eso::crds("v0.16.2")?;
+    let out = Command::new("go")
+        .args([
+            "list",
+            "-m",
+            "-f",
+            "{{.Dir}}",
+            "github.com/external-secrets/external-secrets",
+        ])
+        .current_dir(repo_root().join("tools/eso"))
+        .output()?;
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let text = std::fs::read_to_string(
+        dir.join("config/crds/bases/generators.external-secrets.io_generatorstates.yaml"),
+    )
+    .context("reading the GeneratorState CRD from the ESO module (run `make eso`)")?;
+    crds.push(serde_yaml::from_str(&text)?);
+    apply_crds(client, crds).await
+}
+
+/// Starts the ESO controller against the control plane (no webhook, no cert controller).
+pub fn start_eso(kubeconfig: &Path, dir: &Path) -> Result<Proc> {
+    Proc::spawn(
+        Command::new(eso_binary()?)
+            .env("KUBECONFIG", kubeconfig)
+            .args([
+                "--metrics-addr=0",
+                "--concurrent=4",
+                "--enable-push-secret-reconciler=false",
+                "--enable-cluster-push-secret-reconciler=false",
+                "--enable-cluster-external-secret-reconciler=false",
+                "--store-requeue-interval=5s",
+                "--loglevel=info",
+            ]),
+        &dir.join("eso.log"),
+    )
+}
+
+/// Creates the Vault token Secret and the `ameide-vault` ClusterSecretStore pointing at OpenBao.
+pub async fn create_vault_store(client: &Client, bao: &OpenBao) -> Result<()> {
+    let ns = "external-secrets";
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+        )
+        .await;
+    let token: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "vault-token", "namespace": ns},
+        "stringData": {"token": ROOT_TOKEN}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            "vault-token",
+            &PatchParams::apply("secretbundle-tests"),
+            &Patch::Apply(&token),
+        )
+        .await?;
+    let store = json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
+        "metadata": {"name": VAULT_STORE},
+        "spec": {"provider": {"vault": {
+            "server": bao.addr, "path": "secret", "version": "v2",
+            "auth": {"tokenSecretRef": {"name": "vault-token", "key": "token", "namespace": ns}}
+        }}}
+    });
+    let api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &EsoKind::ClusterSecretStore.api_resource(EsoVersion::V1),
+    );
+    api.patch(
+        VAULT_STORE,
+        &PatchParams::apply("secretbundle-tests"),
+        &Patch::Apply(&store),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A target Secret's data as strings (tests only: the operator cannot read Secrets).
+pub async fn secret_data(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>> {
+    let Some(secret) = Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect(),
+    ))
+}
+
+/// The whole stack: control plane, operator, ESO v0.16.2 (CRDs and controller), OpenBao and
+/// the `ameide-vault` store.
+pub struct Stack {
+    pub eso: Proc,
+    pub bao: OpenBao,
+    pub env: crate::Env,
+}
+
+impl Stack {
+    pub async fn start() -> Result<Self> {
+        let env = crate::Env::start().await?;
+        install_eso_v0_16(&env.client).await?;
+        let bao = OpenBao::start(env.cp.dir()).await?;
+        create_vault_store(&env.client, &bao).await?;
+        let eso = start_eso(&env.cp.kubeconfig_path()?, env.cp.dir())?;
+        Ok(Stack { eso, bao, env })
+    }
+}
