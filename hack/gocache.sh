@@ -13,9 +13,18 @@ go_build() {
   [[ -x "$3" ]] && return 0
   mkdir -p "$(dirname "$3")"
   echo "building $(basename "$3") from $(basename "$1")/go.mod (first run takes several minutes)..." >&2
-  local start=$SECONDS
-  (cd "$1" && CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false -mod=readonly" \
-    go build -ldflags "-s -w" -o "$3.tmp" "$2") >&2
+  local start=$SECONDS log
+  log=$(mktemp)
+  # -v lists packages as they compile: print a progress line every 200 of them.
+  # (Callers run with pipefail, so a failed build fails the pipeline.)
+  if ! (cd "$1" && CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false -mod=readonly" \
+    go build -v -ldflags "-s -w" -o "$3.tmp" "$2") 2>&1 | tee "$log" |
+    awk '{ n++ } n % 200 == 0 { printf "  ... %d packages compiled\n", n; fflush() }' >&2; then
+    tail -n 30 "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  rm -f "$log"
   mv "$3.tmp" "$3"
   echo "built $(basename "$3") in $((SECONDS - start))s" >&2
 }

@@ -4,6 +4,7 @@
 pub mod controlplane;
 pub mod eso;
 pub mod pki;
+pub mod process;
 pub mod stack;
 pub mod wait;
 

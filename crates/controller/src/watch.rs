@@ -37,7 +37,7 @@ pub async fn run(
     let controller = Controller::new(bundles.clone(), wc.clone());
     let store = controller.store();
     let (tx, rx) = mpsc::channel(1024);
-    let eso = tokio::spawn(watch_eso(client.clone(), store.clone(), tx));
+    let _eso = AbortOnDrop(tokio::spawn(watch_eso(client.clone(), store.clone(), tx)));
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -68,7 +68,15 @@ pub async fn run(
             }
         })
         .await;
-    eso.abort();
+}
+
+/// Stops a spawned watch when its owner goes away, even if the owner is itself cancelled.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Bundles whose target namespace is `ns`.
@@ -139,7 +147,7 @@ async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) 
         })
         .collect();
     let mut events = stream::select_all(crds);
-    let mut running: BTreeMap<EsoKind, (EsoVersion, JoinHandle<()>)> = BTreeMap::new();
+    let mut running: BTreeMap<EsoKind, (EsoVersion, AbortOnDrop)> = BTreeMap::new();
     while let Some((kind, event)) = events.next().await {
         let version = match event {
             Ok(watcher::Event::Apply(crd) | watcher::Event::InitApply(crd)) => {
@@ -154,9 +162,7 @@ async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) 
             }
         };
         if running.get(&kind).map(|(v, _)| *v) != version {
-            if let Some((_, task)) = running.remove(&kind) {
-                task.abort();
-            }
+            running.remove(&kind);
             if let Some(v) = version {
                 info!(
                     kind = kind.kind(),
@@ -191,9 +197,6 @@ async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) 
         if send_all(&mut tx, all).await.is_err() {
             break;
         }
-    }
-    for (_, (_, task)) in running {
-        task.abort();
     }
 }
 

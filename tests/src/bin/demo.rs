@@ -1,0 +1,152 @@
+//! `make demo`: a local control plane, ESO, OpenBao, the operator and the example bundles,
+//! showing a bundle that waits for its namespace and turns Ready once it exists.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use kube::CustomResourceExt;
+use secretbundle_api::SecretBundle;
+use secretbundle_tests::stack::{self, OpenBao, Proc};
+use secretbundle_tests::{ControlPlane, apply_crds, kubectl_with, repo_root, wait};
+
+fn step(msg: &str) {
+    println!("\n==> {msg}");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    step("Starting kube-apiserver and etcd (built from pinned Go modules, cached)");
+    let cp = ControlPlane::start().await?;
+    let kubeconfig = cp.kubeconfig_path()?;
+    let client = cp.client().await?;
+    let kubectl = |args: &[&str]| -> Result<()> {
+        let out = kubectl_with(&kubeconfig, args)?;
+        print!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+
+    step("Installing the SecretBundle CRD and ESO v0.16.2 CRDs");
+    apply_crds(&client, vec![SecretBundle::crd()]).await?;
+    stack::install_eso_v0_16(&client).await?;
+
+    step("Starting OpenBao (dev mode) and seeding example credentials");
+    let bao = OpenBao::start(cp.dir()).await?;
+    let overlay = repo_root().join("examples/overlays/local");
+    let rendered = kubectl_with(&kubeconfig, &["kustomize", &overlay.to_string_lossy()])?;
+    let bundles: Vec<SecretBundle> = serde_yaml::Deserializer::from_slice(&rendered.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).context("parsing example bundles"))
+        .collect::<Result<_>>()?;
+    for (key, props) in vault_keys(&bundles) {
+        let pairs: Vec<(&str, &str)> = props
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        bao.put(&key, &pairs)?;
+        println!(
+            "    secret/{key}: {}",
+            props.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    stack::create_vault_store(&client, &bao).await?;
+
+    step("Starting the ESO controller and the SecretBundle operator");
+    let _eso = stack::start_eso(&kubeconfig, cp.dir())?;
+    let operator_bin = std::env::var("SB_OPERATOR_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|_| repo_root().join("target/debug/secretbundle-operator"));
+    let _operator = Proc::spawn(
+        Command::new(operator_bin)
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["run", "--http-addr", "127.0.0.1:0"]),
+        &cp.dir().join("operator.log"),
+    )?;
+
+    let missing = "argocd";
+    step(&format!(
+        "Creating every target namespace except {missing:?}, then applying examples/overlays/local"
+    ));
+    for b in &bundles {
+        let ns = &b.spec.target_namespace;
+        if ns != missing {
+            let _ = kubectl_with(&kubeconfig, &["create", "namespace", ns]);
+        }
+    }
+    kubectl(&["apply", "-k", &overlay.to_string_lossy()])?;
+    let api = kube::Api::<SecretBundle>::all(client.clone());
+    for b in bundles
+        .iter()
+        .filter(|b| b.spec.target_namespace != missing)
+    {
+        wait::bundle_reason(&api, &b.metadata.name.clone().unwrap_or_default(), "Ready").await?;
+    }
+    wait::bundle_reason(&api, missing, "WaitingForNamespace").await?;
+    kubectl(&["get", "secretbundles"])?;
+    step(&format!(
+        "{missing} waits for its namespace; what it waits for, as `explain` shows it:"
+    ));
+    let explain = Command::new(repo_root().join("target/debug/secretbundle-operator"))
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["explain", missing])
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&explain.stdout));
+
+    step(&format!(
+        "Creating namespace {missing:?}: the bundle proceeds at once, driven by its watch"
+    ));
+    kubectl(&["create", "namespace", missing])?;
+    wait::bundle_reason(&api, missing, "Ready").await?;
+    kubectl(&["get", "secretbundles"])?;
+    kubectl(&["get", "externalsecrets,secrets", "-n", missing])?;
+
+    step("Running. Try it yourself:");
+    println!("    export KUBECONFIG={}", kubeconfig.display());
+    println!("    kubectl get sb -o wide");
+    println!("    kubectl annotate sb argocd secrets.ameide.io/refresh-requested-at=$(date +%s)");
+    println!(
+        "    BAO_ADDR={} BAO_TOKEN=root .venv/bin/bao kv get secret/argocd/admin",
+        bao.addr
+    );
+    println!(
+        "Logs: {}   Press Ctrl-C to stop everything.",
+        cp.dir().display()
+    );
+    tokio::signal::ctrl_c().await?;
+    println!("\nStopping.");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+/// Every Vault key the bundles read, with a demo value for each property they use.
+fn vault_keys(bundles: &[SecretBundle]) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut keys: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for s in bundles.iter().flat_map(|b| &b.spec.secrets) {
+        for d in &s.data {
+            let prop = d
+                .remote_ref
+                .property
+                .clone()
+                .unwrap_or_else(|| "value".into());
+            let value = format!("demo-{}", prop.to_lowercase());
+            keys.entry(d.remote_ref.key.clone())
+                .or_default()
+                .insert(prop, value);
+        }
+        for d in &s.data_from {
+            let key = keys.entry(d.extract.key.clone()).or_default();
+            for (k, v) in [
+                ("username", "demo"),
+                ("password", "demo-password"),
+                ("url", "https://example.invalid"),
+            ] {
+                key.insert(k.into(), v.into());
+            }
+        }
+    }
+    keys
+}
