@@ -169,19 +169,8 @@ async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) 
                     version = v.as_str(),
                     "watching ESO objects"
                 );
-                running.insert(
-                    kind,
-                    (
-                        v,
-                        tokio::spawn(watch_kind(
-                            client.clone(),
-                            store.clone(),
-                            kind,
-                            v,
-                            tx.clone(),
-                        )),
-                    ),
-                );
+                let watch = watch_kind(client.clone(), store.clone(), kind, v, tx.clone());
+                running.insert(kind, (v, AbortOnDrop(tokio::spawn(watch))));
             } else {
                 info!(
                     kind = kind.kind(),
