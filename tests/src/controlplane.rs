@@ -1,10 +1,11 @@
 //! A real etcd + kube-apiserver on free loopback ports, one per test, stopped on drop.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -32,21 +33,31 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The directory holding kube-apiserver and etcd: SB_ASSETS, KUBEBUILDER_ASSETS, or built by
-/// `hack/controlplane.sh` (once per test process; it is a no-op when cached).
+/// The directory holding kube-apiserver and etcd: SB_ASSETS, or what `hack/controlplane.sh`
+/// prints (it honours KUBEBUILDER_ASSETS and is a no-op when its cache is warm).
 pub fn assets() -> Result<PathBuf> {
-    static ASSETS: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    ASSETS
-        .get_or_init(|| {
-            if let Ok(dir) = std::env::var("SB_ASSETS") {
-                return Ok(PathBuf::from(dir));
-            }
-            let out = Command::new(repo_root().join("hack/controlplane.sh"))
+    match std::env::var_os("SB_ASSETS") {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => built("hack/controlplane.sh"),
+    }
+}
+
+/// Runs a `hack/` build script once per test process and returns the path it prints.
+pub fn built(script: &'static str) -> Result<PathBuf> {
+    static BUILT: Mutex<BTreeMap<&str, std::result::Result<PathBuf, String>>> =
+        Mutex::new(BTreeMap::new());
+    let mut built = BUILT
+        .lock()
+        .map_err(|_| anyhow::anyhow!("build lock poisoned"))?;
+    built
+        .entry(script)
+        .or_insert_with(|| {
+            let out = Command::new(repo_root().join(script))
                 .stderr(Stdio::inherit())
                 .output()
-                .map_err(|e| format!("running hack/controlplane.sh: {e}"))?;
+                .map_err(|e| format!("running {script}: {e}"))?;
             if !out.status.success() {
-                return Err("hack/controlplane.sh failed".into());
+                return Err(format!("{script} failed"));
             }
             Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
         })

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -132,19 +131,7 @@ impl OpenBao {
 
 /// The ESO controller binary, built from the pinned Go module by `hack/eso.sh`.
 pub fn eso_binary() -> Result<PathBuf> {
-    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new(repo_root().join("hack/eso.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running hack/eso.sh: {e}"))?;
-        if !out.status.success() {
-            return Err("hack/eso.sh failed".into());
-        }
-        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
+    crate::controlplane::built("hack/eso.sh")
 }
 
 /// ESO's v0.16.2 CRDs: the four from `../shared/eso-crds/`, plus GeneratorState, which its

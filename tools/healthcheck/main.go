@@ -7,10 +7,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 
 	lua "github.com/yuin/gopher-lua"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
@@ -29,8 +31,11 @@ func main() {
 	}
 	script, err := os.ReadFile(os.Args[1])
 	check(err)
+	input, err := io.ReadAll(os.Stdin)
+	check(err)
+	// apimachinery's decoder keeps integers as int64, as unstructured objects require.
 	var objects []map[string]any
-	check(json.NewDecoder(os.Stdin).Decode(&objects))
+	check(utiljson.Unmarshal(input, &objects))
 	var out []result
 	for _, obj := range objects {
 		r := result{Name: fmt.Sprint(obj["metadata"].(map[string]any)["name"])}
@@ -76,6 +81,8 @@ func toLua(L *lua.LState, v any) lua.LValue {
 	case bool:
 		return lua.LBool(v)
 	case float64:
+		return lua.LNumber(v)
+	case int64:
 		return lua.LNumber(v)
 	case nil:
 		return lua.LNil

@@ -1,0 +1,307 @@
+//! What ships: the Helm chart (linted, rendered, applied), the kustomize examples, the Argo CD
+//! Lua health check and Flux's kstatus reading real status objects, and the offline CLI.
+//! ESO's controller is not running here: tests write ExternalSecret status as ESO would.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result};
+use kube::api::{DynamicObject, ListParams};
+use secretbundle_api::SecretBundle;
+use secretbundle_controller::eso::EsoVersion;
+use secretbundle_tests::controlplane::built;
+use secretbundle_tests::process::operator_bin;
+use secretbundle_tests::{Env, eso, repo_root, simple_bundle, wait};
+use serde::Deserialize;
+
+fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(input) = stdin {
+        child.stdin.take().context("stdin")?.write_all(input)?;
+    }
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn kubectl_stdin(env: &Env, args: &[&str], input: &[u8]) -> Result<String> {
+    let mut cmd = Command::new(secretbundle_tests::kubectl_path());
+    cmd.arg("--kubeconfig")
+        .arg(env.cp.kubeconfig_path()?)
+        .args(args);
+    run(&mut cmd, Some(input))
+}
+
+#[tokio::test]
+async fn helm_chart_lints_renders_and_applies() -> Result<()> {
+    let tools = built("hack/tools.sh")?;
+    let chart = repo_root().join("deploy/helm/secretbundle-operator");
+    let lint = run(
+        Command::new(tools.join("helm"))
+            .arg("lint")
+            .arg("--strict")
+            .arg(&chart),
+        None,
+    )?;
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    let rendered = run(
+        Command::new(tools.join("helm"))
+            .args([
+                "template",
+                "secretbundle-operator",
+                "--namespace",
+                "secretbundle-system",
+                "--include-crds",
+            ])
+            .args(["--set", "replicas=2,serviceMonitor.enabled=false"])
+            .arg(&chart),
+        None,
+    )?;
+    let env = Env::start().await?;
+    env.create_namespace("secretbundle-system").await?;
+    let applied = kubectl_stdin(
+        &env,
+        &["apply", "--server-side", "-f", "-"],
+        rendered.as_bytes(),
+    )?;
+    for kind in [
+        "customresourcedefinition",
+        "clusterrole",
+        "clusterrolebinding",
+        "role",
+        "rolebinding",
+        "serviceaccount",
+        "deployment",
+        "service",
+    ] {
+        let listed = applied
+            .lines()
+            .any(|l| l.starts_with(&format!("{kind}.")) || l.starts_with(&format!("{kind}/")));
+        assert!(listed, "{kind} not applied:\n{applied}");
+    }
+    // The chart's CRD is the generated one.
+    let crd = std::fs::read_to_string(chart.join("crds/secretbundles.secrets.ameide.io.yaml"))?;
+    assert_eq!(
+        crd,
+        std::fs::read_to_string(repo_root().join("crds/secretbundles.secrets.ameide.io.yaml"))?
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn example_overlays_render_and_apply() -> Result<()> {
+    let env = Env::start().await?;
+    env.install_eso_crds("v2.9.0").await?;
+    let store = repo_root().join("examples/store/cluster-secret-store.yaml");
+    let out = env.kubectl(&["apply", "--server-side", "-f", &store.to_string_lossy()])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen = Vec::new();
+    for overlay in ["local", "staging", "production"] {
+        let dir = repo_root().join("examples/overlays").join(overlay);
+        let out = env.kubectl(&["apply", "--server-side", "-k", &dir.to_string_lossy()])?;
+        assert!(
+            out.status.success(),
+            "{overlay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("secretbundle.secrets.ameide.io/")?
+                    .split_whitespace()
+                    .next()
+                    .map(String::from)
+            })
+            .collect();
+        names.sort();
+        seen.push((overlay, names));
+    }
+    assert_eq!(
+        seen[0].1,
+        ["argocd", "data-plane", "observability", "platform"],
+        "local, as the seed's flags"
+    );
+    assert_eq!(
+        seen[2].1.len(),
+        7,
+        "production runs every bundle: {:?}",
+        seen[2].1
+    );
+    Ok(())
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    name: String,
+    argo_status: String,
+    argo_message: String,
+    kstatus: String,
+}
+
+#[tokio::test]
+async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
+    let env = Env::start().await?;
+    env.install_eso_crds("v2.9.0").await?;
+    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    env.create_namespace("ready").await?;
+    env.create_namespace("conflict").await?;
+    env.apply_bundle(&simple_bundle("ready", "ready", &["a"]))
+        .await?;
+    env.apply_bundle(&simple_bundle("waiting", "absent", &["a"]))
+        .await?;
+    let mut suspended = simple_bundle("suspended", "absent", &["a"]);
+    suspended.spec.suspend = true;
+    env.apply_bundle(&suspended).await?;
+    let mut cyclic = simple_bundle("cyclic", "ready", &["b"]);
+    cyclic.spec.depends_on = vec!["cyclic-peer".into()];
+    let mut peer = simple_bundle("cyclic-peer", "ready", &["c"]);
+    peer.spec.depends_on = vec!["cyclic".into()];
+    env.apply_bundle(&cyclic).await?;
+    env.apply_bundle(&peer).await?;
+
+    let es = eso::external_secrets(&env.client, "ready", EsoVersion::V1);
+    wait::until(&es, "a", "applied", |o: Option<&DynamicObject>| o.is_some()).await?;
+    eso::set_ready(&es, "a", "True", "SecretSynced", "").await?;
+    let bundles = env.bundles();
+    wait::bundle_reason(&bundles, "ready", "Ready").await?;
+    wait::bundle_reason(&bundles, "waiting", "WaitingForNamespace").await?;
+    wait::bundle_reason(&bundles, "suspended", "Suspended").await?;
+    wait::bundle_reason(&bundles, "cyclic", "DependencyCycle").await?;
+    // A spec change the controller has not observed yet: stop it first so it cannot catch up.
+    let mut env = env;
+    env.stop_operator();
+    let mut stale = simple_bundle("ready", "ready", &["a", "b"]);
+    stale.metadata.resource_version = None;
+    env.apply_bundle(&stale).await?;
+
+    let mut objects: Vec<SecretBundle> = bundles.list(&ListParams::default()).await?.items;
+    objects.retain(|b| b.metadata.name.as_deref() != Some("cyclic-peer"));
+    let json = serde_json::to_vec(&objects)?;
+    std::fs::write(repo_root().join("target/health-objects.json"), &json)?;
+    let lua = repo_root().join("deploy/argocd/secretbundle-health.lua");
+    let out = run(
+        Command::new(built("hack/tools.sh")?.join("healthcheck")).arg(lua),
+        Some(&json),
+    )?;
+    let mut health: Vec<Health> = serde_json::from_str(&out)?;
+    health.sort_by(|a, b| a.name.cmp(&b.name));
+    let got: Vec<(&str, &str, &str)> = health
+        .iter()
+        .map(|h| (h.name.as_str(), h.argo_status.as_str(), h.kstatus.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("cyclic", "Degraded", "Failed"),
+            ("ready", "Progressing", "InProgress"), // generation ahead of observedGeneration
+            ("suspended", "Suspended", "InProgress"), // Flux keeps waiting on a suspended bundle
+            ("waiting", "Progressing", "InProgress"),
+        ],
+        "{health:#?}"
+    );
+    assert!(
+        health[0]
+            .argo_message
+            .contains("cyclic -> cyclic-peer -> cyclic")
+    );
+
+    // Caught up again, the same bundle is Healthy / Current, as Flux's `wait: true` needs.
+    env.start_operator();
+    let es_b = eso::external_secrets(&env.client, "ready", EsoVersion::V1);
+    wait::until(&es_b, "b", "applied", |o: Option<&DynamicObject>| {
+        o.is_some()
+    })
+    .await?;
+    eso::set_ready(&es_b, "b", "True", "SecretSynced", "").await?;
+    let ready = wait::bundle_reason(&bundles, "ready", "Ready").await?;
+    let json = serde_json::to_vec(&[ready])?;
+    let out = run(
+        Command::new(built("hack/tools.sh")?.join("healthcheck"))
+            .arg(repo_root().join("deploy/argocd/secretbundle-health.lua")),
+        Some(&json),
+    )?;
+    let health: Vec<Health> = serde_json::from_str(&out)?;
+    assert_eq!(
+        (health[0].argo_status.as_str(), health[0].kstatus.as_str()),
+        ("Healthy", "Current")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn render_prints_what_the_controller_applies_and_explain_shows_the_gates() -> Result<()> {
+    let env = Env::start().await?;
+    env.install_eso_crds("v2.9.0").await?;
+    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    env.create_namespace("monitoring").await?;
+    let mut b = simple_bundle("observability", "monitoring", &["grafana", "loki"]);
+    b.spec.depends_on = vec!["platform".into()];
+    let yaml = serde_yaml::to_string(&b)?;
+    let rendered = run(
+        Command::new(operator_bin()).args(["render", "-f", "-"]),
+        Some(yaml.as_bytes()),
+    )?;
+    let rendered: Vec<DynamicObject> = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|d| DynamicObject::deserialize(d).context("rendered YAML"))
+        .collect::<Result<_>>()?;
+    let beta = run(
+        Command::new(operator_bin()).args(["render", "--eso-version", "v1beta1", "-f", "-"]),
+        Some(yaml.as_bytes()),
+    )?;
+    assert!(beta.contains("apiVersion: external-secrets.io/v1beta1"));
+
+    env.apply_bundle(&b).await?;
+    wait::bundle_reason(&env.bundles(), "observability", "WaitingForDependency").await?;
+    let explain = run(
+        Command::new(operator_bin())
+            .env("KUBECONFIG", env.cp.kubeconfig_path()?)
+            .args(["explain", "observability"]),
+        None,
+    )?;
+    for line in [
+        "✘ SecretBundle observability: WaitingForDependency",
+        "✔ namespace monitoring: active",
+        "✔ ExternalSecret CRD: serving external-secrets.io/v1",
+        "✘ dependsOn platform",
+        "✘ SecretBundle platform: not found",
+        r#"✔ ClusterSecretStore "test-store": Ready"#,
+    ] {
+        assert!(explain.contains(line), "missing {line:?} in:\n{explain}");
+    }
+
+    env.apply_bundle(&simple_bundle("platform", "monitoring", &["db"]))
+        .await?;
+    let es = eso::external_secrets(&env.client, "monitoring", EsoVersion::V1);
+    wait::until(&es, "db", "applied", |o: Option<&DynamicObject>| {
+        o.is_some()
+    })
+    .await?;
+    eso::set_ready(&es, "db", "True", "SecretSynced", "").await?;
+    for r in &rendered {
+        let name = r.metadata.name.clone().unwrap_or_default();
+        let applied = wait::until(&es, &name, "applied", |o: Option<&DynamicObject>| {
+            o.is_some()
+        })
+        .await?;
+        // Same spec and labels; the cluster adds defaults, the owner and the applied hash.
+        assert!(
+            secretbundle_controller::children::is_subset(&r.data["spec"], &applied.data["spec"]),
+            "{name}"
+        );
+        assert_eq!(r.metadata.labels, applied.metadata.labels);
+    }
+    Ok(())
+}
