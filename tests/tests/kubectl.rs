@@ -3,9 +3,8 @@
 
 use std::io::Write as _;
 
-use kube::api::ListParams;
-use secretbundle_controller::eso::EsoVersion;
-use secretbundle_tests::{Env, eso, wait};
+use secretbundle_tests::stack::{self, Stack, VAULT_STORE};
+use secretbundle_tests::{Env, wait};
 
 fn apply(env: &Env, yaml: &str) -> anyhow::Result<(bool, String)> {
     let mut file = tempfile::NamedTempFile::new()?;
@@ -88,12 +87,14 @@ async fn bad_input_is_rejected_naming_the_field() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The seed's `secrets-smoke` check, with the real ESO and OpenBao behind the bundle.
 #[tokio::test]
 async fn kubectl_get_shows_columns_and_wait_returns_when_ready() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
-    let (ok, out) = apply(&env, &bundle_yaml("platform", "ameide", "", ONE_SECRET))?;
+    let s = Stack::start().await?;
+    let env = &s.env;
+    s.bao.put("platform/db", &[("password", "pw")])?;
+    let yaml = bundle_yaml("platform", "ameide", "", ONE_SECRET).replace("test-store", VAULT_STORE);
+    let (ok, out) = apply(env, &yaml)?;
     assert!(ok, "{out}");
     wait::bundle_reason(&env.bundles(), "platform", "WaitingForNamespace").await?;
 
@@ -124,7 +125,7 @@ async fn kubectl_get_shows_columns_and_wait_returns_when_ready() -> anyhow::Resu
     let wide = env.kubectl(&["get", "sb", "-o", "wide"])?;
     assert!(String::from_utf8_lossy(&wide.stdout).contains(r#"namespace "ameide" does not exist"#));
 
-    // `kubectl wait` runs while the bundle is not Ready, and returns once ESO reports its child.
+    // `kubectl wait` blocks while the bundle waits, and returns once ESO has synced the Secret.
     let kubeconfig = env.cp.kubeconfig_path()?;
     let waiter = tokio::task::spawn_blocking(move || {
         secretbundle_tests::kubectl_with(
@@ -132,19 +133,13 @@ async fn kubectl_get_shows_columns_and_wait_returns_when_ready() -> anyhow::Resu
             &[
                 "wait",
                 "--for=condition=Ready",
-                "sb/platform",
+                "sb",
+                "--all",
                 "--timeout=60s",
             ],
         )
     });
     env.create_namespace("ameide").await?;
-    let es = eso::external_secrets(&env.client, "ameide", EsoVersion::V1);
-    wait::until_count(&es, &ListParams::default(), 1).await?;
-    assert!(
-        !waiter.is_finished(),
-        "kubectl wait returned before the bundle was Ready"
-    );
-    eso::set_ready(&es, "db", "True", "SecretSynced", "").await?;
     let out = waiter.await??;
     assert!(
         out.status.success(),
@@ -154,6 +149,14 @@ async fn kubectl_get_shows_columns_and_wait_returns_when_ready() -> anyhow::Resu
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "secretbundle.secrets.ameide.io/platform condition met"
+    );
+    let data = stack::secret_data(&env.client, "ameide", "db")
+        .await?
+        .unwrap_or_default();
+    assert_eq!(
+        data.get("password").map(String::as_str),
+        Some("pw"),
+        "the Secret exists when wait returns"
     );
 
     let out = env.kubectl(&["get", "sb", "platform"])?;
@@ -165,5 +168,8 @@ async fn kubectl_get_shows_columns_and_wait_returns_when_ready() -> anyhow::Resu
         .map(String::from)
         .collect();
     assert_eq!(&row[..5], ["platform", "ameide", "True", "1/1", "Ready"]);
+    // The CRD joins no category: `kubectl get secrets` still means Secrets.
+    let out = env.kubectl(&["get", "secrets", "-n", "ameide", "-o", "name"])?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "secret/db");
     Ok(())
 }

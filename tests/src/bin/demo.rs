@@ -106,8 +106,10 @@ async fn main() -> Result<()> {
 
     step("Running. Try it yourself:");
     println!("    export KUBECONFIG={}", kubeconfig.display());
-    println!("    kubectl get sb -o wide");
-    println!("    kubectl annotate sb argocd secrets.ameide.io/refresh-requested-at=$(date +%s)");
+    println!("    .venv/bin/kubectl get sb -o wide");
+    println!(
+        "    .venv/bin/kubectl annotate sb argocd secrets.ameide.io/refresh-requested-at=$(date +%s)"
+    );
     println!(
         "    BAO_ADDR={} BAO_TOKEN=root .venv/bin/bao kv get secret/argocd/admin",
         bao.addr
