@@ -164,20 +164,6 @@ impl ControlPlane {
         Ok(Client::try_from(config)?)
     }
 
-    /// A client authenticating with a bearer token (e.g. a ServiceAccount's).
-    pub async fn token_client(&self, token: &str) -> Result<Client> {
-        let mut kc = self.kubeconfig.clone();
-        for user in &mut kc.auth_infos {
-            if let Some(info) = user.auth_info.as_mut() {
-                info.client_certificate_data = None;
-                info.client_key_data = None;
-                info.token = Some(token.to_string().into());
-            }
-        }
-        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
-    }
-
     /// Writes the admin kubeconfig (for kubectl and child processes) and returns its path.
     pub fn kubeconfig_path(&self) -> Result<PathBuf> {
         let path = self.dir().join("kubeconfig");
@@ -187,15 +173,18 @@ impl ControlPlane {
         Ok(path)
     }
 
-    /// Writes a kubeconfig that authenticates with `token` and returns its path.
+    /// Writes a kubeconfig that authenticates with `token` (e.g. a ServiceAccount's) and
+    /// returns its path.
     pub fn token_kubeconfig_path(&self, name: &str, token: &str) -> Result<PathBuf> {
         let mut kc = self.kubeconfig.clone();
-        for user in &mut kc.auth_infos {
-            if let Some(info) = user.auth_info.as_mut() {
-                info.client_certificate_data = None;
-                info.client_key_data = None;
-                info.token = Some(token.to_string().into());
-            }
+        for info in kc
+            .auth_infos
+            .iter_mut()
+            .filter_map(|u| u.auth_info.as_mut())
+        {
+            info.client_certificate_data = None;
+            info.client_key_data = None;
+            info.token = Some(token.to_string().into());
         }
         let path = self.dir().join(format!("kubeconfig-{name}"));
         fs::write(&path, serde_yaml::to_string(&kc)?)?;

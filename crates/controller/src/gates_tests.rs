@@ -1,0 +1,284 @@
+//! Unit tests of the gates: every branch, from facts alone.
+use super::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use secretbundle_api::SecretBundleStatus;
+
+fn bundle() -> SecretBundle {
+    serde_yaml::from_str(
+        r#"
+metadata: {name: observability}
+spec:
+  targetNamespace: monitoring
+  secretStoreRef: {name: ameide-vault}
+  dependsOn: [platform]
+  secrets:
+    - name: grafana
+      data: [{secretKey: admin, remoteRef: {key: grafana/admin}}]
+    - name: minio
+      secretStoreRef: {name: local, kind: SecretStore}
+      data: [{secretKey: root, remoteRef: {key: minio/root}}]
+"#,
+    )
+    .expect("valid bundle")
+}
+
+fn open_facts() -> Facts {
+    Facts {
+        namespace: NamespaceFact::Active {
+            labels: BTreeMap::from([("env".into(), "local".into())]),
+        },
+        crd: Ok(EsoVersion::V1),
+        dependencies: vec![("platform".into(), DependencyFact::Ready)],
+        cycle: None,
+        stores: vec![
+            (
+                StoreKey {
+                    kind: StoreKind::ClusterSecretStore,
+                    name: "ameide-vault".into(),
+                },
+                StoreFact::Ready { conditions: vec![] },
+            ),
+            (
+                StoreKey {
+                    kind: StoreKind::SecretStore,
+                    name: "local".into(),
+                },
+                StoreFact::Ready { conditions: vec![] },
+            ),
+        ],
+    }
+}
+
+fn blocked(facts: &Facts) -> (Reason, String) {
+    let b = evaluate(&bundle(), facts).expect_err("gate should be closed");
+    (b.reason, b.message)
+}
+
+#[test]
+fn all_open_yields_the_crd_version() {
+    assert_eq!(evaluate(&bundle(), &open_facts()), Ok(EsoVersion::V1));
+}
+
+#[test]
+fn gates_close_in_order_with_precise_messages() {
+    let mut f = open_facts();
+    f.stores[1].1 = StoreFact::Absent;
+    assert_eq!(
+        blocked(&f),
+        (
+            Reason::WaitingForStore,
+            r#"SecretStore "local" does not exist"#.into()
+        )
+    );
+    f.dependencies[0].1 = DependencyFact::NotReady {
+        reason: "WaitingForNamespace".into(),
+    };
+    assert_eq!(
+        blocked(&f),
+        (
+            Reason::WaitingForDependency,
+            "waiting for bundles to be Ready: platform (WaitingForNamespace)".into()
+        )
+    );
+    f.cycle = Some(vec![
+        "observability".into(),
+        "platform".into(),
+        "observability".into(),
+    ]);
+    assert_eq!(blocked(&f).0, Reason::DependencyCycle);
+    assert!(
+        blocked(&f)
+            .1
+            .contains("observability -> platform -> observability")
+    );
+    f.crd = Err(CrdProblem::Absent);
+    assert_eq!(
+        blocked(&f),
+        (
+            Reason::WaitingForCRD,
+            "CustomResourceDefinition externalsecrets.external-secrets.io is not installed".into()
+        )
+    );
+    f.namespace = NamespaceFact::Terminating;
+    assert_eq!(
+        blocked(&f),
+        (
+            Reason::WaitingForNamespace,
+            r#"namespace "monitoring" is terminating"#.into()
+        )
+    );
+    f.namespace = NamespaceFact::Absent;
+    assert_eq!(
+        blocked(&f),
+        (
+            Reason::WaitingForNamespace,
+            r#"namespace "monitoring" does not exist"#.into()
+        )
+    );
+    let mut suspended = bundle();
+    suspended.spec.suspend = true;
+    assert_eq!(
+        evaluate(&suspended, &f).expect_err("closed").reason,
+        Reason::Suspended
+    );
+}
+
+#[test]
+fn store_not_ready_and_not_allowed() {
+    let mut f = open_facts();
+    f.stores[0].1 = StoreFact::NotReady {
+        message: "InvalidProviderConfig".into(),
+    };
+    assert_eq!(
+        blocked(&f),
+        (
+            Reason::WaitingForStore,
+            r#"ClusterSecretStore "ameide-vault" is not Ready: InvalidProviderConfig"#.into()
+        )
+    );
+    f.stores[0].1 = StoreFact::Ready {
+        conditions: vec![StoreCondition {
+            namespaces: vec!["argocd".into()],
+            ..Default::default()
+        }],
+    };
+    assert_eq!(blocked(&f).0, Reason::StoreNotAllowed);
+}
+
+#[test]
+fn namespace_conditions_follow_eso() {
+    let labels = BTreeMap::from([("env".to_string(), "local".to_string())]);
+    let by_label: StoreCondition = serde_json::from_value(
+        serde_json::json!({"namespaceSelector": {"matchLabels": {"env": "local"}}}),
+    )
+    .expect("cond");
+    let by_name_label: StoreCondition = serde_json::from_value(serde_json::json!({
+            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["monitoring"]}]}
+        }))
+        .expect("cond");
+    let by_regex = StoreCondition {
+        namespace_regexes: vec!["^moni".into()],
+        ..Default::default()
+    };
+    let other = StoreCondition {
+        namespaces: vec!["argocd".into()],
+        ..Default::default()
+    };
+    assert!(namespace_allowed(&[], "monitoring", &labels));
+    assert!(namespace_allowed(
+        &[other.clone(), by_label],
+        "monitoring",
+        &labels
+    ));
+    assert!(namespace_allowed(
+        &[by_name_label],
+        "monitoring",
+        &BTreeMap::new()
+    ));
+    assert!(namespace_allowed(
+        std::slice::from_ref(&by_regex),
+        "monitoring",
+        &labels
+    ));
+    assert!(!namespace_allowed(&[other, by_regex], "argocd-x", &labels));
+    assert!(!namespace_allowed(
+        &[StoreCondition {
+            namespaces: vec!["a".into()],
+            ..Default::default()
+        }],
+        "b",
+        &labels
+    ));
+}
+
+#[test]
+fn referenced_stores_are_deduplicated() {
+    let mut b = bundle();
+    b.spec.secrets.push(b.spec.secrets[0].clone());
+    let keys: Vec<String> = referenced_stores(&b)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            r#"ClusterSecretStore "ameide-vault""#,
+            r#"SecretStore "local""#
+        ]
+    );
+}
+
+fn with_ready(status: &str, observed: Option<i64>, generation: i64) -> SecretBundle {
+    let mut b = bundle();
+    b.metadata.generation = Some(generation);
+    b.status = Some(SecretBundleStatus {
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: "WaitingForStore".into(),
+            message: String::new(),
+            observed_generation: observed,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Default::default(),
+            ),
+        }],
+        ..Default::default()
+    });
+    b
+}
+
+#[test]
+fn dependency_ready_only_for_current_generation() {
+    assert_eq!(dependency_fact(None), DependencyFact::Missing);
+    assert_eq!(
+        dependency_fact(Some(&with_ready("True", Some(2), 2))),
+        DependencyFact::Ready
+    );
+    assert!(matches!(
+        dependency_fact(Some(&with_ready("True", Some(1), 2))),
+        DependencyFact::NotReady { .. }
+    ));
+    assert_eq!(
+        dependency_fact(Some(&with_ready("False", Some(2), 2))),
+        DependencyFact::NotReady {
+            reason: "WaitingForStore".into()
+        }
+    );
+    assert_eq!(
+        dependency_fact(Some(&bundle())),
+        DependencyFact::NotReady {
+            reason: "no status yet".into()
+        }
+    );
+}
+
+#[test]
+fn cycles_are_found_with_their_path() {
+    let graph = BTreeMap::from([
+        ("a", vec!["b"]),
+        ("b", vec!["c", "d"]),
+        ("c", vec![]),
+        ("d", vec!["a"]),
+        ("self", vec!["self"]),
+    ]);
+    let deps = |n: &str| {
+        graph
+            .get(n)
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        find_cycle("a", &deps),
+        Some(vec!["a".into(), "b".into(), "d".into(), "a".into()])
+    );
+    assert_eq!(find_cycle("c", &deps), None);
+    assert_eq!(
+        find_cycle("self", &deps),
+        Some(vec!["self".into(), "self".into()])
+    );
+    // b is in the cycle too, but a path from c never returns to c.
+    assert_eq!(
+        find_cycle("b", &deps),
+        Some(vec!["b".into(), "d".into(), "a".into(), "b".into()])
+    );
+}
