@@ -98,6 +98,11 @@ impl Env {
             .await?)
     }
 
+    /// [`Env::apply_bundle`] for a bundle the caller no longer needs (handy with join_all).
+    pub async fn apply_bundle_owned(&self, bundle: SecretBundle) -> Result<SecretBundle> {
+        self.apply_bundle(&bundle).await
+    }
+
     /// Installs the ESO CRDs of one release from `../shared/eso-crds/<version>/`.
     pub async fn install_eso_crds(&self, version: &str) -> Result<()> {
         apply_crds(&self.client, eso::crds(version)?).await

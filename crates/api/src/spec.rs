@@ -62,8 +62,8 @@ pub struct SecretBundleSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
-    /// Whether the bundle may take over an existing ExternalSecret of the same name that it does
-    /// not manage yet (migration from Helm-made ExternalSecrets). Secrets can override it.
+    /// Whether the bundle may take over an existing ExternalSecret of the same name that no
+    /// bundle manages yet (migration from Helm-made ExternalSecrets). Secrets can override it.
     #[serde(default)]
     pub adoption_policy: AdoptionPolicy,
 

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Client, ResourceExt};
@@ -28,6 +29,20 @@ fn api(client: &Client, ns: &str, version: EsoVersion) -> Api<DynamicObject> {
         ns,
         &EsoKind::ExternalSecret.api_resource(version),
     )
+}
+
+/// One async lock per target namespace, created on first use.
+#[derive(Default)]
+pub struct NamespaceLocks(std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl NamespaceLocks {
+    fn get(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(ns.to_string()).or_default().clone()
+    }
 }
 
 /// Does `child` carry an ownerReference to this very bundle (same UID)?
@@ -77,10 +92,15 @@ fn with_hash(mut obj: DynamicObject) -> Result<DynamicObject, Error> {
 pub async fn sync(
     client: &Client,
     metrics: &Metrics,
+    locks: &NamespaceLocks,
     bundle: &SecretBundle,
     version: EsoVersion,
 ) -> Result<Report, Error> {
     let ns = &bundle.spec.target_namespace;
+    // Bundles of one namespace take turns between listing and applying, so two of them never
+    // both see a name as free and claim it (all bundles share one field manager).
+    let lock = locks.get(ns);
+    let _turn = lock.lock().await;
     let desired = match render(bundle, version) {
         Ok(d) => d,
         Err(e) => {
@@ -111,9 +131,10 @@ pub async fn sync(
         let current = existing.get(&name);
         let adopt =
             spec.adoption_policy.unwrap_or(bundle.spec.adoption_policy) == AdoptionPolicy::IfExists;
+        // Adoption is for objects no bundle manages: two bundles never take one from each other.
         if let Some(c) = current
             && !managed_by(c, bundle)
-            && !adopt
+            && (!adopt || c.labels().contains_key(BUNDLE_LABEL))
         {
             conflicts.push(format!("{ns}/{name}"));
             secrets.push(secretbundle_api::SecretStatus {
@@ -141,13 +162,20 @@ pub async fn sync(
         let child = if up_to_date {
             current.cloned()
         } else {
-            // force: fields another manager changed by hand are drift, and ours to restore.
+            let mut want = want;
+            let pp = match current {
+                // Ours: fields another manager changed by hand are drift, ours to restore.
+                Some(c) if managed_by(c, bundle) => PatchParams::apply(MANAGER).force(),
+                // Adopted: take over exactly the object we looked at, or fail and look again.
+                Some(c) => {
+                    want.metadata.resource_version = c.resource_version();
+                    PatchParams::apply(MANAGER).force()
+                }
+                // New: no force, so an object someone created meanwhile is a conflict, not ours.
+                None => PatchParams::apply(MANAGER),
+            };
             let applied = api
-                .patch(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&want),
-                )
+                .patch(&name, &pp, &Patch::Apply(&want))
                 .await
                 .during("apply ExternalSecret")?;
             metrics.applied();

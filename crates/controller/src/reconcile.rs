@@ -27,6 +27,7 @@ pub struct Context {
     pub bundles: Store<SecretBundle>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub locks: children::NamespaceLocks,
 }
 
 #[instrument(skip_all, fields(bundle = %bundle.name_any()))]
@@ -55,7 +56,9 @@ pub fn error_policy(bundle: Arc<SecretBundle>, error: &Error, _ctx: Arc<Context>
 async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     let facts = observe::facts(&ctx.client, &ctx.bundles, bundle).await?;
     let report = match gates::evaluate(bundle, &facts) {
-        Ok(version) => children::sync(&ctx.client, &ctx.metrics, bundle, version).await?,
+        Ok(version) => {
+            children::sync(&ctx.client, &ctx.metrics, &ctx.locks, bundle, version).await?
+        }
         Err(blocked) => Report {
             reason: blocked.reason,
             message: blocked.message,

@@ -50,6 +50,7 @@ pub async fn run(
             },
         ),
         metrics,
+        locks: Default::default(),
     });
     let (ns_store, dep_store) = (store.clone(), store.clone());
     controller
