@@ -213,18 +213,32 @@ async fn bundles_claiming_one_name_never_take_it_from_each_other() -> anyhow::Re
     let (env, es) = ready_env().await?;
     // Created together, so they reconcile at the same moment and race for the name.
     let names: Vec<String> = (0..8).map(|i| format!("claim-{i}")).collect();
-    let applies = names.iter().map(|n| env.apply_bundle_owned(simple_bundle(n, NS, &["shared"])));
+    let applies = names
+        .iter()
+        .map(|n| env.apply_bundle_owned(simple_bundle(n, NS, &["shared"])));
     for r in futures::future::join_all(applies).await {
         r?;
     }
-    let child = wait::until(&es, "shared", "applied", |o: Option<&DynamicObject>| o.is_some()).await?;
+    let child = wait::until(&es, "shared", "applied", |o: Option<&DynamicObject>| {
+        o.is_some()
+    })
+    .await?;
     let owner = child.labels()["secrets.ameide.io/bundle"].clone();
     wait::bundle_reason(&env.bundles(), &owner, "SecretsNotReady").await?;
     for loser in names.iter().filter(|n| **n != owner) {
         wait::bundle_message(&env.bundles(), loser, "Conflict", "observability/shared").await?;
     }
     let child = es.get("shared").await?;
-    assert_eq!(child.labels()["secrets.ameide.io/bundle"], owner, "the first claim holds");
-    assert_eq!(child.owner_references().len(), 1, "{:?}", child.owner_references());
+    assert_eq!(
+        child.labels()["secrets.ameide.io/bundle"],
+        owner,
+        "the first claim holds"
+    );
+    assert_eq!(
+        child.owner_references().len(),
+        1,
+        "{:?}",
+        child.owner_references()
+    );
     Ok(())
 }
