@@ -296,3 +296,90 @@ async fn adoption_takes_over_a_helm_made_externalsecret_without_the_secret_disap
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn store_gate_follows_what_eso_reports_about_the_store() -> anyhow::Result<()> {
+    let s = Stack::start().await?;
+    s.bao
+        .put("cert-manager/azure-dns", &[("client-secret", "c1")])?;
+    s.env.create_namespace("cert-manager").await?;
+    // A store whose token is wrong: ESO itself marks it not Ready.
+    let store = |name: &str, token_secret: &str, conditions: serde_json::Value| {
+        serde_json::json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore",
+            "metadata": {"name": name},
+            "spec": {"conditions": conditions, "provider": {"vault": {
+                "server": s.bao.addr, "path": "secret", "version": "v2",
+                "auth": {"tokenSecretRef": {"name": token_secret, "key": "token", "namespace": "external-secrets"}}}}}
+        })
+    };
+    let wrong: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "wrong-token", "namespace": "external-secrets"}, "stringData": {"token": "not-a-token"}
+    }))?;
+    Api::<Secret>::namespaced(s.env.client.clone(), "external-secrets")
+        .create(&Default::default(), &wrong)
+        .await?;
+    let stores: Api<kube::api::DynamicObject> = Api::all_with(
+        s.env.client.clone(),
+        &secretbundle_controller::eso::EsoKind::ClusterSecretStore
+            .api_resource(secretbundle_controller::eso::EsoVersion::V1),
+    );
+    let pp = kube::api::PatchParams::apply("platform-team").force();
+    stores
+        .patch(
+            "azure",
+            &pp,
+            &kube::api::Patch::Apply(store("azure", "wrong-token", serde_json::json!([]))),
+        )
+        .await?;
+
+    let yaml = "metadata: {name: cert-manager}\nspec: {targetNamespace: cert-manager, secretStoreRef: {name: azure}, secrets: [{name: azure-dns, data: [{secretKey: client-secret, remoteRef: {key: cert-manager/azure-dns, property: client-secret}}]}]}";
+    s.env.apply_bundle(&bundle(yaml)).await?;
+    let b = wait::bundle_message(
+        &s.env.bundles(),
+        "cert-manager",
+        "WaitingForStore",
+        r#"ClusterSecretStore "azure" is not Ready"#,
+    )
+    .await?;
+    let es = secretbundle_tests::eso::external_secrets(
+        &s.env.client,
+        "cert-manager",
+        secretbundle_controller::eso::EsoVersion::V1,
+    );
+    assert!(
+        es.list(&ListParams::default()).await?.items.is_empty(),
+        "nothing applied: {:?}",
+        b.status
+    );
+
+    // Fixed, but admitting only other namespaces: Stalled.
+    let only_argocd = serde_json::json!([{"namespaces": ["argocd"]}]);
+    stores
+        .patch(
+            "azure",
+            &pp,
+            &kube::api::Patch::Apply(store("azure", "vault-token", only_argocd)),
+        )
+        .await?;
+    wait::bundle_reason(&s.env.bundles(), "cert-manager", "StoreNotAllowed").await?;
+
+    // Admitting it: the value arrives.
+    let by_regex = serde_json::json!([{"namespaceRegexes": ["^cert-"]}]);
+    stores
+        .patch(
+            "azure",
+            &pp,
+            &kube::api::Patch::Apply(store("azure", "vault-token", by_regex)),
+        )
+        .await?;
+    wait::bundle_reason(&s.env.bundles(), "cert-manager", "Ready").await?;
+    assert_eq!(
+        secret(&s, "cert-manager", "azure-dns")
+            .await?
+            .get("client-secret")
+            .map(String::as_str),
+        Some("c1")
+    );
+    Ok(())
+}

@@ -136,13 +136,20 @@ pub async fn sync(
             && !managed_by(c, bundle)
             && (!adopt || c.labels().contains_key(BUNDLE_LABEL))
         {
-            conflicts.push(format!("{ns}/{name}"));
+            let message = match c.labels().get(BUNDLE_LABEL) {
+                Some(other) => format!(
+                    "ExternalSecret {ns}/{name} is managed by bundle {other}; remove it from one of the two"
+                ),
+                None => format!(
+                    "ExternalSecret {ns}/{name} exists and is not managed by this bundle; delete it, or set adoptionPolicy: IfExists to take it over"
+                ),
+            };
+            conflicts.push(message.clone());
             secrets.push(secretbundle_api::SecretStatus {
                 name,
                 ready: false,
                 reason: Reason::Conflict.as_str().into(),
-                message: "an ExternalSecret of this name exists and is not managed by this bundle"
-                    .into(),
+                message,
             });
             continue;
         }
@@ -192,13 +199,7 @@ pub async fn sync(
     let (reason, mut message) = if conflicts.is_empty() {
         status::summarize(&secrets)
     } else {
-        (
-            Reason::Conflict,
-            format!(
-                "ExternalSecret {} exists and is not managed by this bundle; delete it, or set adoptionPolicy: IfExists to take it over",
-                conflicts.join(", ")
-            ),
-        )
+        (Reason::Conflict, conflicts.join("; "))
     };
     if let Some(note) = refresh_note(bundle) {
         message.push_str(&note);

@@ -18,8 +18,6 @@ pub enum Error {
     },
     #[error("{0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
-    #[error("bundle has no {0}")]
-    MissingMetadata(&'static str),
 }
 
 impl Error {
@@ -46,7 +44,6 @@ impl Error {
                 }
                 _ => "finalizer",
             },
-            Error::MissingMetadata(_) => "invalid_object",
         }
     }
 }

@@ -47,7 +47,7 @@ pub async fn reconcile(bundle: Arc<SecretBundle>, ctx: Arc<Context>) -> Result<A
     result
 }
 
-/// Failed reconciles are retried with backoff by the controller; this only logs.
+/// A failed reconcile (API unreachable, a write conflict) is logged and retried after 5 s.
 pub fn error_policy(bundle: Arc<SecretBundle>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(bundle = %bundle.name_any(), category = error.category(), %error, "reconcile failed");
     Action::requeue(std::time::Duration::from_secs(5))
