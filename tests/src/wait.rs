@@ -1,12 +1,15 @@
 //! Await a condition with a deadline: watch-driven, never a fixed sleep.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use secretbundle_api::SecretBundle;
 use serde::de::DeserializeOwned;
@@ -107,25 +110,35 @@ pub async fn bundle_message(
     .await
 }
 
-/// Waits until `count` objects match in `api` (a list-watch would be neater; a list per
-/// change event keeps it simple): returns them.
+/// Waits until exactly `count` objects match `lp` in `api`, watching them; returns them.
 pub async fn until_count(
     api: &Api<DynamicObject>,
     lp: &ListParams,
     count: usize,
 ) -> Result<Vec<DynamicObject>> {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let items = api.list(lp).await.map(|l| l.items).unwrap_or_default();
-        if items.len() == count {
-            return Ok(items);
-        }
-        if tokio::time::Instant::now() > deadline {
-            let names: Vec<String> = items.iter().map(|o| o.name_any()).collect();
-            return Err(anyhow!(
-                "expected {count} objects, found {names:?} after {TIMEOUT:?}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut wc = watcher::Config::default();
+    if let Some(labels) = &lp.label_selector {
+        wc = wc.labels(labels);
     }
+    let mut events = watcher(api.clone(), wc).boxed();
+    let (mut seen, mut listing) = (BTreeMap::new(), BTreeMap::new());
+    let mut listed = false;
+    let wait = async {
+        while let Some(event) = events.next().await {
+            match event? {
+                watcher::Event::Init => listing.clear(),
+                watcher::Event::InitApply(o) => drop(listing.insert(o.name_any(), o)),
+                watcher::Event::InitDone => (seen, listed) = (std::mem::take(&mut listing), true),
+                watcher::Event::Apply(o) => drop(seen.insert(o.name_any(), o)),
+                watcher::Event::Delete(o) => drop(seen.remove(&o.name_any())),
+            }
+            if listed && seen.len() == count {
+                return Ok(seen.values().cloned().collect());
+            }
+        }
+        Err(anyhow!("watch ended"))
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .unwrap_or_else(|_| Err(anyhow!("expected {count} objects after {TIMEOUT:?}")))
 }

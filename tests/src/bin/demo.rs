@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use kube::CustomResourceExt;
@@ -120,7 +119,6 @@ async fn main() -> Result<()> {
     );
     tokio::signal::ctrl_c().await?;
     println!("\nStopping.");
-    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
 
