@@ -58,6 +58,20 @@ impl Env {
         Ok(env)
     }
 
+    /// [`Env::start`], plus ESO v2.9.0's CRDs (v1 only) and a Ready [`eso::TEST_STORE`]: the
+    /// common ground of tests that write ExternalSecret status the way ESO does.
+    pub async fn start_with_eso_v1() -> Result<Self> {
+        let env = Self::start().await?;
+        env.install_eso_crds("v2.9.0").await?;
+        eso::ready_cluster_store(
+            &env.client,
+            secretbundle_controller::eso::EsoVersion::V1,
+            eso::TEST_STORE,
+        )
+        .await?;
+        Ok(env)
+    }
+
     pub fn start_operator(&mut self) {
         let (client, metrics) = (self.client.clone(), self.metrics.clone());
         let run = secretbundle_controller::run(client, metrics, 4, std::future::pending());

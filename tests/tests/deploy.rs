@@ -151,11 +151,20 @@ struct Health {
     kstatus: String,
 }
 
+/// Argo CD's verdict (the Lua health check in gopher-lua) and Flux's (kstatus) on each bundle.
+fn health(objects: &[SecretBundle]) -> Result<Vec<Health>> {
+    let lua = repo_root().join("deploy/argocd/secretbundle-health.lua");
+    let json = serde_json::to_vec(objects)?;
+    let out = run(
+        Command::new(built("hack/tools.sh")?.join("healthcheck")).arg(lua),
+        Some(&json),
+    )?;
+    Ok(serde_json::from_str(&out)?)
+}
+
 #[tokio::test]
 async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
-    let env = Env::start().await?;
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    let env = Env::start_with_eso_v1().await?;
     env.create_namespace("ready").await?;
     env.create_namespace("conflict").await?;
     env.apply_bundle(&simple_bundle("ready", "ready", &["a"]))
@@ -189,16 +198,9 @@ async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
 
     let mut objects: Vec<SecretBundle> = bundles.list(&ListParams::default()).await?.items;
     objects.retain(|b| b.metadata.name.as_deref() != Some("cyclic-peer"));
-    let json = serde_json::to_vec(&objects)?;
-    std::fs::write(repo_root().join("target/health-objects.json"), &json)?;
-    let lua = repo_root().join("deploy/argocd/secretbundle-health.lua");
-    let out = run(
-        Command::new(built("hack/tools.sh")?.join("healthcheck")).arg(lua),
-        Some(&json),
-    )?;
-    let mut health: Vec<Health> = serde_json::from_str(&out)?;
-    health.sort_by(|a, b| a.name.cmp(&b.name));
-    let got: Vec<(&str, &str, &str)> = health
+    let mut verdicts = health(&objects)?;
+    verdicts.sort_by(|a, b| a.name.cmp(&b.name));
+    let got: Vec<(&str, &str, &str)> = verdicts
         .iter()
         .map(|h| (h.name.as_str(), h.argo_status.as_str(), h.kstatus.as_str()))
         .collect();
@@ -210,10 +212,10 @@ async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
             ("suspended", "Suspended", "InProgress"), // Flux keeps waiting on a suspended bundle
             ("waiting", "Progressing", "InProgress"),
         ],
-        "{health:#?}"
+        "{verdicts:#?}"
     );
     assert!(
-        health[0]
+        verdicts[0]
             .argo_message
             .contains("cyclic -> cyclic-peer -> cyclic")
     );
@@ -227,15 +229,12 @@ async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
     .await?;
     eso::set_ready(&es_b, "b", "True", "SecretSynced", "").await?;
     let ready = wait::bundle_reason(&bundles, "ready", "Ready").await?;
-    let json = serde_json::to_vec(&[ready])?;
-    let out = run(
-        Command::new(built("hack/tools.sh")?.join("healthcheck"))
-            .arg(repo_root().join("deploy/argocd/secretbundle-health.lua")),
-        Some(&json),
-    )?;
-    let health: Vec<Health> = serde_json::from_str(&out)?;
+    let caught_up = health(&[ready])?;
     assert_eq!(
-        (health[0].argo_status.as_str(), health[0].kstatus.as_str()),
+        (
+            caught_up[0].argo_status.as_str(),
+            caught_up[0].kstatus.as_str()
+        ),
         ("Healthy", "Current")
     );
     Ok(())
@@ -243,9 +242,7 @@ async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
 
 #[tokio::test]
 async fn render_prints_what_the_controller_applies_and_explain_shows_the_gates() -> Result<()> {
-    let env = Env::start().await?;
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    let env = Env::start_with_eso_v1().await?;
     env.create_namespace("monitoring").await?;
     let mut b = simple_bundle("observability", "monitoring", &["grafana", "loki"]);
     b.spec.depends_on = vec!["platform".into()];

@@ -9,9 +9,7 @@ use secretbundle_tests::{Env, eso, simple_bundle, wait};
 
 #[tokio::test]
 async fn bundle_waits_for_its_namespace_then_applies_without_a_nudge() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    let env = Env::start_with_eso_v1().await?;
     env.apply_bundle(&simple_bundle(
         "argocd",
         "argocd",
@@ -138,9 +136,7 @@ async fn eso_0_16_gets_v1_children() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn dependencies_order_bundles_and_cycles_stall() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    let env = Env::start_with_eso_v1().await?;
     env.create_namespace("ameide").await?;
 
     let mut data_plane = simple_bundle("data-plane", "ameide", &["graph-db-credentials"]);
@@ -264,9 +260,7 @@ async fn store_gate_waits_for_a_ready_store_that_admits_the_namespace() -> anyho
 
 #[tokio::test]
 async fn suspended_bundle_writes_nothing_until_resumed() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    let env = Env::start_with_eso_v1().await?;
     env.create_namespace("kubernetes-dashboard").await?;
     let mut b = simple_bundle("k8s-dashboard", "kubernetes-dashboard", &["oauth"]);
     b.spec.suspend = true;
@@ -287,9 +281,7 @@ async fn suspended_bundle_writes_nothing_until_resumed() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn terminating_namespace_closes_the_gate() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    let env = Env::start_with_eso_v1().await?;
     env.create_namespace("legacy").await?;
     env.apply_bundle(&simple_bundle("legacy", "legacy", &["x"]))
         .await?;

@@ -11,9 +11,7 @@ use serde_json::json;
 const NS: &str = "observability";
 
 async fn ready_env() -> anyhow::Result<(Env, Api<DynamicObject>)> {
-    let env = Env::start().await?;
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
+    let env = Env::start_with_eso_v1().await?;
     env.create_namespace(NS).await?;
     let es = eso::external_secrets(&env.client, NS, EsoVersion::V1);
     Ok((env, es))

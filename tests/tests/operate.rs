@@ -79,10 +79,8 @@ const MATRIX: &[(&str, &str, &str, bool)] = &[
 
 #[tokio::test]
 async fn rbac_is_least_privilege_and_sufficient() -> anyhow::Result<()> {
-    let mut env = Env::start().await?;
+    let mut env = Env::start_with_eso_v1().await?;
     env.stop_operator();
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
     let base = repo_root().join("deploy/kustomize/base");
     let out = env.kubectl(&["apply", "--server-side", "-k", &base.to_string_lossy()])?;
     assert!(
@@ -150,10 +148,8 @@ async fn rbac_is_least_privilege_and_sufficient() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn only_the_leader_writes_and_a_standby_takes_over() -> anyhow::Result<()> {
-    let mut env = Env::start().await?;
+    let mut env = Env::start_with_eso_v1().await?;
     env.stop_operator();
-    env.install_eso_crds("v2.9.0").await?;
-    eso::ready_cluster_store(&env.client, EsoVersion::V1, eso::TEST_STORE).await?;
     let kubeconfig = env.cp.kubeconfig_path()?;
     let args = ["--leader-election", "--lease-namespace", "default"];
     let mut a = Operator::start(
