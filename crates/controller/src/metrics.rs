@@ -75,6 +75,12 @@ impl Metrics {
             "ExternalSecrets deleted because they left the spec",
             m.children_pruned.clone(),
         );
+        // One series per reason from the start, so absent reasons read 0 rather than nothing.
+        for r in Reason::ALL {
+            m.bundles
+                .get_or_create(&ReasonLabel { reason: r.as_str() })
+                .set(0);
+        }
         m
     }
 
@@ -114,19 +120,28 @@ impl Metrics {
         self.children_pruned.inc();
     }
 
+    /// Moves one bundle between `bundles{reason}` series: only the two affected gauges change.
     fn set_reason(&self, bundle: &str, reason: Option<Reason>) {
         let Ok(mut by_bundle) = self.by_bundle.lock() else {
             return;
         };
-        match reason {
+        let old = match reason {
             Some(r) => by_bundle.insert(bundle.to_string(), r),
             None => by_bundle.remove(bundle),
         };
-        for r in Reason::ALL {
-            let n = by_bundle.values().filter(|v| **v == r).count();
+        if old == reason {
+            return;
+        }
+        let gauge = |r: Reason| {
             self.bundles
                 .get_or_create(&ReasonLabel { reason: r.as_str() })
-                .set(n as i64);
+                .clone()
+        };
+        if let Some(r) = old {
+            gauge(r).dec();
+        }
+        if let Some(r) = reason {
+            gauge(r).inc();
         }
     }
 }

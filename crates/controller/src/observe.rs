@@ -32,11 +32,7 @@ pub async fn facts(
             labels: ns.labels().clone(),
         },
     };
-    let crd = Api::<CustomResourceDefinition>::all(client.clone())
-        .get_opt(eso::EXTERNAL_SECRET_CRD)
-        .await
-        .during("get ExternalSecret CRD")?;
-    let crd = eso::usable_version(crd.as_ref());
+    let crd = eso_version(client).await?;
 
     let dependencies: Vec<(String, DependencyFact)> = bundle
         .spec
@@ -75,6 +71,15 @@ pub async fn facts(
         cycle,
         stores,
     })
+}
+
+/// The ESO version children are written in, or why the ExternalSecret CRD cannot be used.
+pub async fn eso_version(client: &Client) -> Result<Result<EsoVersion, eso::CrdProblem>, Error> {
+    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        .get_opt(eso::EXTERNAL_SECRET_CRD)
+        .await
+        .during("get ExternalSecret CRD")?;
+    Ok(eso::usable_version(crd.as_ref()))
 }
 
 async fn store_fact(

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -18,7 +17,7 @@ use crate::error::{Error, KubeContext};
 use crate::metrics::Metrics;
 use crate::reason::{Phase, Reason};
 use crate::status::{self, Report};
-use crate::{children, eso, gates, observe};
+use crate::{children, gates, observe};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -77,11 +76,7 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
-    let crd = Api::<CustomResourceDefinition>::all(ctx.client.clone())
-        .get_opt(eso::EXTERNAL_SECRET_CRD)
-        .await
-        .during("get ExternalSecret CRD")?;
-    let version = eso::usable_version(crd.as_ref()).ok();
+    let version = observe::eso_version(&ctx.client).await?.ok();
     children::cleanup(&ctx.client, bundle, version).await?;
     ctx.metrics.forget(&bundle.name_any());
     info!(policy = ?bundle.spec.deletion_policy, "cleaned up children");
