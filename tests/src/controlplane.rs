@@ -1,4 +1,5 @@
-//! A real etcd + kube-apiserver on free loopback ports, one per test, stopped on drop.
+//! A real etcd + kube-apiserver + kube-controller-manager (garbage collector and namespace
+//! controller) on free loopback ports, one per test, stopped on drop.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,10 +17,11 @@ use tempfile::TempDir;
 
 use crate::pki;
 
-/// A running control plane. Dropping it stops both processes and removes the data dirs.
+/// A running control plane. Dropping it stops every process and removes the data dirs.
 pub struct ControlPlane {
     etcd: Option<Child>,
     apiserver: Option<Child>,
+    controller_manager: Option<Child>,
     dir: Option<TempDir>,
     pub url: String,
     kubeconfig: Kubeconfig,
@@ -33,7 +35,7 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The directory holding kube-apiserver and etcd: SB_ASSETS, or what `hack/controlplane.sh`
+/// The directory holding etcd, kube-apiserver and kube-controller-manager: SB_ASSETS, or what `hack/controlplane.sh`
 /// prints (it honours KUBEBUILDER_ASSETS and is a no-op when its cache is warm).
 pub fn assets() -> Result<PathBuf> {
     match std::env::var_os("SB_ASSETS") {
@@ -114,6 +116,7 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             etcd: Some(etcd),
             apiserver: None,
+            controller_manager: None,
             dir: Some(dir),
             url: url.clone(),
             kubeconfig: Kubeconfig::default(),
@@ -140,7 +143,7 @@ impl ControlPlane {
                 &format!("--service-account-issuer={url}"),
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--authorization-mode=RBAC",
-                // No controller-manager runs, so nothing would mint tokens for pods.
+                // No pods run here, and no controller mints their ServiceAccount tokens.
                 "--disable-admission-plugins=ServiceAccount",
                 "--allow-privileged=true",
                 // 127.0.0.1 cannot back the kubernetes Service endpoints; nothing here needs them.
@@ -154,6 +157,39 @@ impl ControlPlane {
         cp.kubeconfig = kubeconfig(&url, &pki)?;
         cp.wait_ready().await?;
         Ok(cp)
+    }
+
+    /// Starts (or restarts) kube-controller-manager with the garbage collector and the namespace
+    /// controller, the two whose behaviour users' clusters have and a bare apiserver lacks.
+    ///
+    /// The garbage collector discovers resource types every 30 s: restart it after installing
+    /// CRDs whose objects a test expects it to collect, so it knows them at once.
+    pub fn start_controller_manager(&mut self) -> Result<()> {
+        self.stop_controller_manager();
+        let assets = assets()?;
+        let kubeconfig = self.kubeconfig_path()?;
+        let kcm = spawn(
+            Command::new(assets.join("kube-controller-manager")).args([
+                &format!("--kubeconfig={}", kubeconfig.display()),
+                "--controllers=garbage-collector-controller,namespace-controller",
+                "--leader-elect=false",
+                // No serving endpoint: nothing scrapes it, and it needs no certificates then.
+                "--secure-port=0",
+                "--concurrent-gc-syncs=5",
+                "--concurrent-namespace-syncs=5",
+                "--v=1",
+            ]),
+            &self.dir().join("controller-manager.log"),
+        )?;
+        self.controller_manager = Some(kcm);
+        Ok(())
+    }
+
+    fn stop_controller_manager(&mut self) {
+        if let Some(mut child) = self.controller_manager.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// A client acting as cluster admin.
@@ -269,7 +305,8 @@ current-context: test
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        // apiserver first, so it does not spin on a vanished etcd.
+        // Clients first, then the apiserver, so nothing spins on a vanished etcd.
+        self.stop_controller_manager();
         for child in [self.apiserver.take(), self.etcd.take()]
             .into_iter()
             .flatten()
@@ -279,7 +316,7 @@ impl Drop for ControlPlane {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            for log in ["apiserver.log", "etcd.log"] {
+            for log in ["apiserver.log", "etcd.log", "controller-manager.log"] {
                 let text = fs::read_to_string(self.dir().join(log)).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
                 eprintln!(

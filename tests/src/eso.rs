@@ -14,9 +14,9 @@ use crate::repo_root;
 /// The ClusterSecretStore that test bundles read from.
 pub const TEST_STORE: &str = "test-store";
 
-/// The CRDs of one ESO release, as shipped (unmodified) in `../shared/eso-crds/<version>/`.
+/// The CRDs of one ESO release, vendored unmodified in `tests/fixtures/eso-crds/<version>/`.
 pub fn crds(version: &str) -> Result<Vec<CustomResourceDefinition>> {
-    let dir = repo_root().join("../shared/eso-crds").join(version);
+    let dir = repo_root().join("tests/fixtures/eso-crds").join(version);
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();

@@ -1,5 +1,5 @@
 //! Test harness: a real control plane per test, the operator running in-process against it,
-//! ESO CRDs from `../shared/eso-crds/`, and helpers that await conditions with a deadline.
+//! ESO CRDs vendored in `tests/fixtures/eso-crds/`, and helpers that await conditions with a deadline.
 
 pub mod controlplane;
 pub mod eso;
@@ -42,9 +42,11 @@ impl Env {
             .with_env_filter("warn,kube_client=off,secretbundle_controller=info")
             .with_test_writer()
             .try_init();
-        let cp = ControlPlane::start().await?;
+        let mut cp = ControlPlane::start().await?;
         let client = cp.client().await?;
         apply_crds(&client, vec![SecretBundle::crd()]).await?;
+        // After our CRD, so the garbage collector knows bundles from its first discovery.
+        cp.start_controller_manager()?;
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
         let mut env = Env {
@@ -96,12 +98,18 @@ impl Env {
         Ok(())
     }
 
-    /// Deletes a namespace. With no controller-manager it stays Terminating for good.
+    /// Deletes a namespace: it goes Terminating, the namespace controller empties it, and it
+    /// disappears. Returns once the delete is accepted; see [`Env::await_namespace_gone`].
     pub async fn delete_namespace(&self, name: &str) -> Result<()> {
         Api::<Namespace>::all(self.client.clone())
             .delete(name, &DeleteParams::default())
             .await?;
         Ok(())
+    }
+
+    /// Waits until the namespace controller has finished deleting `name`.
+    pub async fn await_namespace_gone(&self, name: &str) -> Result<()> {
+        wait::until_deleted(&Api::<Namespace>::all(self.client.clone()), name).await
     }
 
     pub async fn apply_bundle(&self, bundle: &SecretBundle) -> Result<SecretBundle> {
@@ -117,7 +125,7 @@ impl Env {
         self.apply_bundle(&bundle).await
     }
 
-    /// Installs the ESO CRDs of one release from `../shared/eso-crds/<version>/`.
+    /// Installs the ESO CRDs of one release from `tests/fixtures/eso-crds/<version>/`.
     pub async fn install_eso_crds(&self, version: &str) -> Result<()> {
         apply_crds(&self.client, eso::crds(version)?).await
     }

@@ -134,26 +134,11 @@ pub fn eso_binary() -> Result<PathBuf> {
     crate::controlplane::built("hack/eso.sh")
 }
 
-/// ESO's v0.16.2 CRDs: the four from `../shared/eso-crds/`, plus GeneratorState, which its
-/// controller always watches, from the same release's pinned Go module.
+/// ESO's v0.16.2 CRDs, plus GeneratorState, which its controller always watches (both vendored
+/// in `tests/fixtures/eso-crds/`).
 pub async fn install_eso_v0_16(client: &Client) -> Result<()> {
     let mut crds = eso::crds("v0.16.2")?;
-    let out = Command::new("go")
-        .args([
-            "list",
-            "-m",
-            "-f",
-            "{{.Dir}}",
-            "github.com/external-secrets/external-secrets",
-        ])
-        .current_dir(repo_root().join("tools/eso"))
-        .output()?;
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let text = std::fs::read_to_string(
-        dir.join("config/crds/bases/generators.external-secrets.io_generatorstates.yaml"),
-    )
-    .context("reading the GeneratorState CRD from the ESO module (run `make eso`)")?;
-    crds.push(serde_yaml::from_str(&text)?);
+    crds.extend(eso::crds("v0.16.2-generators")?);
     apply_crds(client, crds).await
 }
 

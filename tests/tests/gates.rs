@@ -280,18 +280,30 @@ async fn suspended_bundle_writes_nothing_until_resumed() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn terminating_namespace_closes_the_gate() -> anyhow::Result<()> {
+async fn deleted_namespace_closes_the_gate_and_recreating_it_reapplies() -> anyhow::Result<()> {
     let env = Env::start_with_eso_v1().await?;
     env.create_namespace("legacy").await?;
     env.apply_bundle(&simple_bundle("legacy", "legacy", &["x"]))
         .await?;
     wait::bundle_reason(&env.bundles(), "legacy", "SecretsNotReady").await?;
-    // No namespace controller runs here, so the namespace stays Terminating.
+    let es = eso::external_secrets(&env.client, "legacy", EsoVersion::V1);
+    let first_uid = es.get("x").await?.uid();
+
+    // The namespace controller empties the namespace (our child with it) and removes it.
     env.delete_namespace("legacy").await?;
-    let b = wait::bundle_reason(&env.bundles(), "legacy", "WaitingForNamespace").await?;
-    assert_eq!(
-        b.status.expect("status").conditions[0].message,
-        r#"namespace "legacy" is terminating"#
-    );
+    env.await_namespace_gone("legacy").await?;
+    let b = wait::bundle_message(
+        &env.bundles(),
+        "legacy",
+        "WaitingForNamespace",
+        r#"namespace "legacy" does not exist"#,
+    )
+    .await?;
+    assert_eq!(b.status.expect("status").ready_secrets, 0);
+
+    env.create_namespace("legacy").await?;
+    let children = wait::until_count(&es, &ListParams::default(), 1).await?;
+    assert_ne!(children[0].uid(), first_uid, "a new child in the new namespace");
+    wait::bundle_reason(&env.bundles(), "legacy", "SecretsNotReady").await?;
     Ok(())
 }

@@ -16,8 +16,10 @@ fn step(msg: &str) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    step("Starting kube-apiserver and etcd (built from pinned Go modules, cached)");
-    let cp = ControlPlane::start().await?;
+    step(
+        "Starting etcd, kube-apiserver and kube-controller-manager (built from pinned Go modules, cached)",
+    );
+    let mut cp = ControlPlane::start().await?;
     let kubeconfig = cp.kubeconfig_path()?;
     let client = cp.client().await?;
     let kubectl = |args: &[&str]| -> Result<()> {
@@ -33,6 +35,8 @@ async fn main() -> Result<()> {
     step("Installing the SecretBundle CRD and ESO v0.16.2 CRDs");
     apply_crds(&client, vec![SecretBundle::crd()]).await?;
     stack::install_eso_v0_16(&client).await?;
+    // After the CRDs, so its garbage collector knows them from the start.
+    cp.start_controller_manager()?;
 
     step("Starting OpenBao (dev mode) and seeding example credentials");
     let bao = OpenBao::start(cp.dir()).await?;
