@@ -21,7 +21,8 @@ use crate::pki;
 pub struct ControlPlane {
     etcd: Option<Child>,
     apiserver: Option<Child>,
-    controller_manager: Option<Child>,
+    // Restarted by tests that install CRDs, through a shared reference.
+    controller_manager: Mutex<Option<Child>>,
     dir: Option<TempDir>,
     pub url: String,
     kubeconfig: Kubeconfig,
@@ -116,7 +117,7 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             etcd: Some(etcd),
             apiserver: None,
-            controller_manager: None,
+            controller_manager: Mutex::new(None),
             dir: Some(dir),
             url: url.clone(),
             kubeconfig: Kubeconfig::default(),
@@ -164,7 +165,7 @@ impl ControlPlane {
     ///
     /// The garbage collector discovers resource types every 30 s: restart it after installing
     /// CRDs whose objects a test expects it to collect, so it knows them at once.
-    pub fn start_controller_manager(&mut self) -> Result<()> {
+    pub fn start_controller_manager(&self) -> Result<()> {
         self.stop_controller_manager();
         let assets = assets()?;
         let kubeconfig = self.kubeconfig_path()?;
@@ -181,12 +182,18 @@ impl ControlPlane {
             ]),
             &self.dir().join("controller-manager.log"),
         )?;
-        self.controller_manager = Some(kcm);
+        *self.kcm() = Some(kcm);
         Ok(())
     }
 
-    fn stop_controller_manager(&mut self) {
-        if let Some(mut child) = self.controller_manager.take() {
+    fn kcm(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.controller_manager
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stop_controller_manager(&self) {
+        if let Some(mut child) = self.kcm().take() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -42,7 +42,7 @@ impl Env {
             .with_env_filter("warn,kube_client=off,secretbundle_controller=info")
             .with_test_writer()
             .try_init();
-        let mut cp = ControlPlane::start().await?;
+        let cp = ControlPlane::start().await?;
         let client = cp.client().await?;
         apply_crds(&client, vec![SecretBundle::crd()]).await?;
         // After our CRD, so the garbage collector knows bundles from its first discovery.
@@ -126,8 +126,10 @@ impl Env {
     }
 
     /// Installs the ESO CRDs of one release from `tests/fixtures/eso-crds/<version>/`.
+    /// The garbage collector is restarted so it collects ESO objects from now on.
     pub async fn install_eso_crds(&self, version: &str) -> Result<()> {
-        apply_crds(&self.client, eso::crds(version)?).await
+        apply_crds(&self.client, eso::crds(version)?).await?;
+        self.cp.start_controller_manager()
     }
 
     pub async fn delete_eso_crds(&self) -> Result<()> {

@@ -235,6 +235,8 @@ impl Stack {
     pub async fn start() -> Result<Self> {
         let env = crate::Env::start().await?;
         install_eso_v0_16(&env.client).await?;
+        // So the garbage collector knows ExternalSecrets (owners of ESO's Secrets) at once.
+        env.cp.start_controller_manager()?;
         let bao = OpenBao::start(env.cp.dir()).await?;
         create_vault_store(&env.client, &bao).await?;
         let eso = start_eso(&env.cp.kubeconfig_path()?, env.cp.dir())?;

@@ -19,7 +19,7 @@ async fn main() -> Result<()> {
     step(
         "Starting etcd, kube-apiserver and kube-controller-manager (built from pinned Go modules, cached)",
     );
-    let mut cp = ControlPlane::start().await?;
+    let cp = ControlPlane::start().await?;
     let kubeconfig = cp.kubeconfig_path()?;
     let client = cp.client().await?;
     let kubectl = |args: &[&str]| -> Result<()> {
