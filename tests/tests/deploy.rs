@@ -1,5 +1,6 @@
 //! What ships: the Helm chart (linted, rendered, applied), the kustomize examples, the Argo CD
-//! Lua health check and Flux's kstatus reading real status objects, and the offline CLI.
+//! Lua health check and Flux's kstatus and CEL health rule reading real status objects, and the
+//! offline CLI.
 //! ESO's controller is not running here: tests write ExternalSecret status as ESO would.
 
 use std::io::Write as _;
@@ -149,25 +150,36 @@ struct Health {
     argo_status: String,
     argo_message: String,
     kstatus: String,
+    flux_cel: String,
 }
 
-/// Argo CD's verdict (the Lua health check in gopher-lua) and Flux's (kstatus) on each bundle.
+/// Argo CD's verdict (the Lua health check in gopher-lua, as Argo CD runs it), Flux's default
+/// kstatus and Flux's verdict under the shipped healthCheckExprs, on each bundle.
 fn health(objects: &[SecretBundle]) -> Result<Vec<Health>> {
     let lua = repo_root().join("deploy/argocd/secretbundle-health.lua");
+    let exprs = repo_root().join("deploy/flux/health-check-exprs.yaml");
     let json = serde_json::to_vec(objects)?;
     let out = run(
-        Command::new(built("hack/tools.sh")?.join("healthcheck")).arg(lua),
+        Command::new(built("hack/tools.sh")?.join("healthcheck"))
+            .arg(lua)
+            .arg("--health-check-exprs")
+            .arg(exprs),
         Some(&json),
     )?;
-    Ok(serde_json::from_str(&out)?)
+    let mut verdicts: Vec<Health> = serde_json::from_str(&out)?;
+    verdicts.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(verdicts)
 }
 
 #[tokio::test]
 async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
     let env = Env::start_with_eso_v1().await?;
     env.create_namespace("ready").await?;
-    env.create_namespace("conflict").await?;
     env.apply_bundle(&simple_bundle("ready", "ready", &["a"]))
+        .await?;
+    env.apply_bundle(&simple_bundle("syncing", "ready", &["s"]))
+        .await?;
+    env.apply_bundle(&simple_bundle("failing", "ready", &["f"]))
         .await?;
     env.apply_bundle(&simple_bundle("waiting", "absent", &["a"]))
         .await?;
@@ -182,10 +194,15 @@ async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
     env.apply_bundle(&peer).await?;
 
     let es = eso::external_secrets(&env.client, "ready", EsoVersion::V1);
-    wait::until(&es, "a", "applied", |o: Option<&DynamicObject>| o.is_some()).await?;
+    for name in ["a", "s", "f"] {
+        wait::until(&es, name, "applied", |o: Option<&DynamicObject>| o.is_some()).await?;
+    }
     eso::set_ready(&es, "a", "True", "SecretSynced", "").await?;
+    eso::set_ready(&es, "f", "False", "SecretSyncedError", "could not get secret data").await?;
     let bundles = env.bundles();
     wait::bundle_reason(&bundles, "ready", "Ready").await?;
+    wait::bundle_reason(&bundles, "syncing", "SecretsNotReady").await?;
+    wait::bundle_reason(&bundles, "failing", "SecretSyncFailed").await?;
     wait::bundle_reason(&bundles, "waiting", "WaitingForNamespace").await?;
     wait::bundle_reason(&bundles, "suspended", "Suspended").await?;
     wait::bundle_reason(&bundles, "cyclic", "DependencyCycle").await?;
@@ -198,26 +215,41 @@ async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
 
     let mut objects: Vec<SecretBundle> = bundles.list(&ListParams::default()).await?.items;
     objects.retain(|b| b.metadata.name.as_deref() != Some("cyclic-peer"));
-    let mut verdicts = health(&objects)?;
-    verdicts.sort_by(|a, b| a.name.cmp(&b.name));
-    let got: Vec<(&str, &str, &str)> = verdicts
+    let verdicts = health(&objects)?;
+    let got: Vec<(&str, &str, &str, &str)> = verdicts
         .iter()
-        .map(|h| (h.name.as_str(), h.argo_status.as_str(), h.kstatus.as_str()))
+        .map(|h| {
+            let (name, argo) = (h.name.as_str(), h.argo_status.as_str());
+            (name, argo, h.kstatus.as_str(), h.flux_cel.as_str())
+        })
         .collect();
+    // (bundle, Argo CD, Flux kstatus default, Flux with deploy/flux/health-check-exprs.yaml)
     assert_eq!(
         got,
         [
-            ("cyclic", "Degraded", "Failed"),
-            ("ready", "Progressing", "InProgress"), // generation ahead of observedGeneration
-            ("suspended", "Suspended", "InProgress"), // Flux keeps waiting on a suspended bundle
-            ("waiting", "Progressing", "InProgress"),
+            ("cyclic", "Degraded", "Failed", "Failed"),
+            ("failing", "Degraded", "Failed", "Failed"),
+            // generation ahead of observedGeneration
+            ("ready", "Progressing", "InProgress", "InProgress"),
+            ("suspended", "Suspended", "InProgress", "Current"),
+            ("syncing", "Progressing", "InProgress", "InProgress"),
+            // idle: kstatus's generic rule reads any Ready=False as InProgress
+            ("waiting", "Healthy", "InProgress", "Current"),
         ],
         "{verdicts:#?}"
     );
-    assert!(
-        verdicts[0]
-            .argo_message
-            .contains("cyclic -> cyclic-peer -> cyclic")
+    let message = |name: &str| {
+        verdicts
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.argo_message.clone())
+            .unwrap_or_default()
+    };
+    assert!(message("cyclic").contains("cyclic -> cyclic-peer -> cyclic"));
+    assert!(message("failing").contains("could not get secret data"));
+    assert_eq!(
+        message("waiting"),
+        r#"Idle, waiting (WaitingForNamespace): namespace "absent" does not exist"#
     );
 
     // Caught up again, the same bundle is Healthy / Current, as Flux's `wait: true` needs.
@@ -233,11 +265,60 @@ async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
     assert_eq!(
         (
             caught_up[0].argo_status.as_str(),
-            caught_up[0].kstatus.as_str()
+            caught_up[0].kstatus.as_str(),
+            caught_up[0].flux_cel.as_str()
         ),
-        ("Healthy", "Current")
+        ("Healthy", "Current", "Current")
     );
     Ok(())
+}
+
+/// The Lua embedded in deploy/argocd/README.md and the Flux rule in docs/gitops.md are the
+/// shipped files, so users copy what the tests run.
+#[test]
+fn docs_embed_the_shipped_health_rules() -> Result<()> {
+    let root = repo_root();
+    let lua = std::fs::read_to_string(root.join("deploy/argocd/secretbundle-health.lua"))?;
+    let readme = std::fs::read_to_string(root.join("deploy/argocd/README.md"))?;
+    let blocks = embedded(&readme, "resource.customizations.health.secrets.ameide.io_SecretBundle: |");
+    assert_eq!(blocks.len(), 2, "argocd-cm and Helm values");
+    for block in blocks {
+        assert_eq!(block, lua);
+    }
+    let exprs = std::fs::read_to_string(root.join("deploy/flux/health-check-exprs.yaml"))?;
+    let list: String = exprs
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let gitops = std::fs::read_to_string(root.join("docs/gitops.md"))?;
+    let blocks = embedded(&gitops, "healthCheckExprs:");
+    assert_eq!(blocks, [list], "docs/gitops.md healthCheckExprs");
+    Ok(())
+}
+
+/// The indented block under each line ending in `key`, dedented, up to the closing fence.
+fn embedded(doc: &str, key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        if !line.trim_end().ends_with(key) {
+            continue;
+        }
+        let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        let indent = body
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.len() - l.trim_start().len())
+            .min()
+            .unwrap_or(0);
+        out.push(
+            body.iter()
+                .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
+                .collect(),
+        );
+    }
+    out
 }
 
 #[tokio::test]

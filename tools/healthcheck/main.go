@@ -1,19 +1,26 @@
-// Command healthcheck reads Kubernetes objects (a JSON array) on stdin and prints, for each,
-// the Argo CD health that a Lua health script gives it and the kstatus status Flux computes.
+// Command healthcheck evaluates SecretBundles with the real rules of Argo CD and Flux.
 //
-//	healthcheck deploy/argocd/secretbundle-health.lua < objects.json
+//	healthcheck SCRIPT.lua [--health-check-exprs FILE] < objects.json
+//	    For each object (a JSON array): the Argo CD health the Lua script gives it, the kstatus
+//	    status Flux computes by default, and, with FILE, the status under Flux's CEL
+//	    healthCheckExprs.
+//	healthcheck flux-apply --kubeconfig K [--timeout 60s] [--health-check-exprs FILE] < manifests.yaml
+//	    What kustomize-controller does for `wait: true` (see flux.go).
+//	healthcheck argo-sync --kubeconfig K --lua SCRIPT.lua [--timeout 120s] < manifests.yaml
+//	    Argo CD's sync-wave rule (see argo.go).
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 
-	lua "github.com/yuin/gopher-lua"
+	"github.com/fluxcd/cli-utils/pkg/kstatus/status"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
-	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
 type result struct {
@@ -22,73 +29,70 @@ type result struct {
 	ArgoMessage   string `json:"argoMessage"`
 	KstatusStatus string `json:"kstatus"`
 	KstatusMsg    string `json:"kstatusMessage"`
+	FluxCEL       string `json:"fluxCel,omitempty"`
 }
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: healthcheck SCRIPT.lua < objects.json")
-		os.Exit(2)
+	if len(os.Args) < 2 {
+		usage()
 	}
-	script, err := os.ReadFile(os.Args[1])
+	switch os.Args[1] {
+	case "flux-apply":
+		os.Exit(fluxApply(os.Args[2:]))
+	case "argo-sync":
+		os.Exit(argoSync(os.Args[2:]))
+	default:
+		evaluate(os.Args[1], os.Args[2:])
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage: healthcheck SCRIPT.lua [--health-check-exprs FILE] < objects.json
+       healthcheck flux-apply --kubeconfig K [--timeout 60s] [--health-check-exprs FILE] < manifests.yaml
+       healthcheck argo-sync --kubeconfig K --lua SCRIPT.lua [--timeout 120s] < manifests.yaml`)
+	os.Exit(2)
+}
+
+func evaluate(scriptPath string, args []string) {
+	fs := flag.NewFlagSet("healthcheck", flag.ExitOnError)
+	exprsPath := fs.String("health-check-exprs", "", "YAML list of Flux healthCheckExprs")
+	check(fs.Parse(args))
+	if fs.NArg() != 0 {
+		usage()
+	}
+	script, err := os.ReadFile(scriptPath)
 	check(err)
+	var cel *celEvaluators
+	if *exprsPath != "" {
+		cel, err = loadCEL(*exprsPath)
+		check(err)
+	}
 	input, err := io.ReadAll(os.Stdin)
 	check(err)
 	// apimachinery's decoder keeps integers as int64, as unstructured objects require.
 	var objects []map[string]any
 	check(utiljson.Unmarshal(input, &objects))
-	var out []result
+	out := []result{}
 	for _, obj := range objects {
-		r := result{Name: fmt.Sprint(obj["metadata"].(map[string]any)["name"])}
-		r.ArgoStatus, r.ArgoMessage = argo(string(script), obj)
-		res, err := status.Compute(&unstructured.Unstructured{Object: obj})
+		u := &unstructured.Unstructured{Object: obj}
+		r := result{Name: u.GetName()}
+		h, err := runHealthLua(string(script), obj)
+		check(err)
+		r.ArgoStatus, r.ArgoMessage = h.Status, h.Message
+		res, err := status.Compute(u)
 		check(err)
 		r.KstatusStatus, r.KstatusMsg = res.Status.String(), res.Message
+		if cel != nil {
+			res, err := cel.evaluate(context.Background(), u)
+			if err != nil {
+				r.FluxCEL = "Error: " + err.Error()
+			} else {
+				r.FluxCEL = res.Status.String()
+			}
+		}
 		out = append(out, r)
 	}
 	check(json.NewEncoder(os.Stdout).Encode(out))
-}
-
-// argo runs the script as Argo CD does: the object is the global `obj`, the script returns a
-// table with `status` and `message`.
-func argo(script string, obj map[string]any) (string, string) {
-	L := lua.NewState(lua.Options{SkipOpenLibs: false})
-	defer L.Close()
-	L.SetGlobal("obj", toLua(L, obj))
-	check(L.DoString(script))
-	ret, ok := L.Get(-1).(*lua.LTable)
-	if !ok {
-		check(fmt.Errorf("script returned %s, not a table", L.Get(-1).Type()))
-	}
-	return ret.RawGetString("status").String(), ret.RawGetString("message").String()
-}
-
-func toLua(L *lua.LState, v any) lua.LValue {
-	switch v := v.(type) {
-	case map[string]any:
-		t := L.NewTable()
-		for k, x := range v {
-			t.RawSetString(k, toLua(L, x))
-		}
-		return t
-	case []any:
-		t := L.NewTable()
-		for _, x := range v {
-			t.Append(toLua(L, x))
-		}
-		return t
-	case string:
-		return lua.LString(v)
-	case bool:
-		return lua.LBool(v)
-	case float64:
-		return lua.LNumber(v)
-	case int64:
-		return lua.LNumber(v)
-	case nil:
-		return lua.LNil
-	default:
-		return lua.LString(fmt.Sprint(v))
-	}
 }
 
 func check(err error) {
