@@ -175,7 +175,7 @@ async fn refresh_interval_zero_is_reported_not_pretended() -> anyhow::Result<()>
     s.bao.put("neo4j/auth", &[("password", "p1")])?;
     s.env.create_namespace("neo4j").await?;
     let neo4j = bundle(&format!(
-        "metadata: {{name: neo4j}}\nspec: {{targetNamespace: neo4j, refreshInterval: \"0\", secretStoreRef: {{name: {VAULT_STORE}}}, secrets: [{{name: neo4j-auth, dataFrom: [{{extract: {{key: neo4j/auth}}}}]}}]}}"
+        "metadata: {{name: neo4j}}\nspec: {{targetNamespace: neo4j, refreshInterval: \"0s\", secretStoreRef: {{name: {VAULT_STORE}}}, secrets: [{{name: neo4j-auth, dataFrom: [{{extract: {{key: neo4j/auth}}}}]}}]}}"
     ));
     s.env.apply_bundle(&neo4j).await?;
     wait::bundle_reason(&s.env.bundles(), "neo4j", "Ready").await?;
@@ -189,7 +189,7 @@ async fn refresh_interval_zero_is_reported_not_pretended() -> anyhow::Result<()>
         &s.env.bundles(),
         "neo4j",
         "Ready",
-        r#"refresh request not honoured by ESO for neo4j-auth (refreshInterval "0")"#,
+        "refresh request not honoured by ESO for neo4j-auth (refreshInterval is zero)",
     )
     .await?;
     Ok(())
@@ -338,7 +338,7 @@ async fn store_gate_follows_what_eso_reports_about_the_store() -> anyhow::Result
     let b = wait::bundle_message(
         &s.env.bundles(),
         "cert-manager",
-        "WaitingForStore",
+        "StoreNotReady",
         r#"ClusterSecretStore "azure" is not Ready"#,
     )
     .await?;

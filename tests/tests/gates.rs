@@ -24,6 +24,11 @@ async fn bundle_waits_for_its_namespace_then_applies_without_a_nudge() -> anyhow
         ("Ready", "False")
     );
     assert_eq!(ready.message, r#"namespace "argocd" does not exist"#);
+    assert_eq!(
+        b.status.as_ref().expect("status").conditions.len(),
+        1,
+        "waiting for an absent namespace is idle, not in progress: GitOps tools see it healthy"
+    );
     let all = Api::<kube::api::DynamicObject>::all_with(
         env.client.clone(),
         &secretbundle_controller::eso::EsoKind::ExternalSecret.api_resource(EsoVersion::V1),
@@ -230,7 +235,7 @@ async fn store_gate_waits_for_a_ready_store_that_admits_the_namespace() -> anyho
     wait::bundle_message(
         &env.bundles(),
         "cert-manager",
-        "WaitingForStore",
+        "StoreNotReady",
         "not Ready: InvalidProviderConfig",
     )
     .await?;
@@ -303,7 +308,11 @@ async fn deleted_namespace_closes_the_gate_and_recreating_it_reapplies() -> anyh
 
     env.create_namespace("legacy").await?;
     let children = wait::until_count(&es, &ListParams::default(), 1).await?;
-    assert_ne!(children[0].uid(), first_uid, "a new child in the new namespace");
+    assert_ne!(
+        children[0].uid(),
+        first_uid,
+        "a new child in the new namespace"
+    );
     wait::bundle_reason(&env.bundles(), "legacy", "SecretsNotReady").await?;
     Ok(())
 }

@@ -91,9 +91,18 @@ pub struct SecretStoreRef {
     /// Name of the store.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Kind of the store.
-    #[serde(default)]
-    pub kind: StoreKind,
+    /// Kind of the store; `ClusterSecretStore` when omitted. No schema default on purpose: this
+    /// struct also sits inside list items, where a server-side default would make Argo CD (which
+    /// compares lists whole) report the bundle OutOfSync forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StoreKind>,
+}
+
+impl SecretStoreRef {
+    /// The kind, with its default applied.
+    pub fn kind(&self) -> StoreKind {
+        self.kind.unwrap_or_default()
+    }
 }
 
 /// The kinds of ESO store a bundle can read from.

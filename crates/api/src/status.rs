@@ -22,11 +22,11 @@ pub struct SecretBundleStatus {
 
     /// Children reporting ESO `Ready=True`.
     #[serde(default)]
-    pub ready_secrets: u32,
+    pub ready_secrets: i32,
 
     /// Children in the spec.
     #[serde(default)]
-    pub total_secrets: u32,
+    pub total_secrets: i32,
 
     /// `ready/total`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

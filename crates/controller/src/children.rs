@@ -125,7 +125,7 @@ pub async fn sync(
         .collect();
 
     let mut secrets = Vec::with_capacity(desired.len());
-    let mut conflicts = Vec::new();
+    let (mut conflicts, mut rejections) = (Vec::new(), Vec::new());
     for (want, spec) in desired.into_iter().zip(&bundle.spec.secrets) {
         let name = want.name_any();
         let current = existing.get(&name);
@@ -181,12 +181,25 @@ pub async fn sync(
                 // New: no force, so an object someone created meanwhile is a conflict, not ours.
                 None => PatchParams::apply(MANAGER),
             };
-            let applied = api
-                .patch(&name, &pp, &Patch::Apply(&want))
-                .await
-                .during("apply ExternalSecret")?;
-            metrics.applied();
-            Some(applied)
+            match api.patch(&name, &pp, &Patch::Apply(&want)).await {
+                Ok(applied) => {
+                    metrics.applied();
+                    Some(applied)
+                }
+                // The cluster said no (admission, schema, RBAC): report it in its words and go
+                // on with the other children; the reconcile is retried with backoff.
+                Err(kube::Error::Api(s)) if rejected(&s) => {
+                    rejections.push(format!("ExternalSecret {ns}/{name}: {}", s.message));
+                    secrets.push(secretbundle_api::SecretStatus {
+                        name,
+                        ready: false,
+                        reason: Reason::ApplyFailed.as_str().into(),
+                        message: s.message,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e).during("apply ExternalSecret"),
+            }
         };
         secrets.push(status::child_status(
             &name,
@@ -196,10 +209,12 @@ pub async fn sync(
     }
     prune(&api, metrics, bundle, &existing).await?;
 
-    let (reason, mut message) = if conflicts.is_empty() {
-        status::summarize(&secrets)
-    } else {
+    let (reason, mut message) = if !rejections.is_empty() {
+        (Reason::ApplyFailed, rejections.join("; "))
+    } else if !conflicts.is_empty() {
         (Reason::Conflict, conflicts.join("; "))
+    } else {
+        status::summarize(&secrets)
     };
     if let Some(note) = refresh_note(bundle) {
         message.push_str(&note);
@@ -233,11 +248,25 @@ fn report(
     }
 }
 
+/// Errors that are the cluster's verdict on the object itself, not a passing fault: retrying
+/// the same object cannot help until something changes, so they belong in the status.
+fn rejected(s: &kube::core::Status) -> bool {
+    matches!(s.code, 400 | 403 | 422)
+}
+
 fn refresh_disabled(bundle: &SecretBundle, spec: &BundleSecret) -> bool {
-    spec.refresh_interval
-        .as_deref()
-        .unwrap_or(&bundle.spec.refresh_interval)
-        == "0"
+    is_zero_duration(
+        spec.refresh_interval
+            .as_deref()
+            .unwrap_or(&bundle.spec.refresh_interval),
+    )
+}
+
+/// A Go duration (as the schema admits them: `0`, `0s`, `1h30m`, `0.5s`) that is zero. Units
+/// hold no digits, so it is zero exactly when every digit is.
+pub fn is_zero_duration(d: &str) -> bool {
+    d.chars().any(|c| c.is_ascii_digit())
+        && d.chars().filter(char::is_ascii_digit).all(|c| c == '0')
 }
 
 /// ESO ignores force-sync on a child with refreshInterval "0" once it has synced: say so.
@@ -252,7 +281,7 @@ fn refresh_note(bundle: &SecretBundle) -> Option<String> {
         .collect();
     (!skipped.is_empty()).then(|| {
         format!(
-            "; refresh request not honoured by ESO for {} (refreshInterval \"0\")",
+            "; refresh request not honoured by ESO for {} (refreshInterval is zero)",
             skipped.join(", ")
         )
     })
@@ -271,7 +300,7 @@ async fn prune(
         .map(|s| s.name.as_str())
         .collect();
     for (name, child) in existing {
-        if owned_by(child, bundle) && !wanted.contains(name.as_str()) {
+        if managed_by(child, bundle) && !wanted.contains(name.as_str()) {
             delete(api, child).await?;
             metrics.pruned();
         }
@@ -311,7 +340,9 @@ pub async fn cleanup(
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
         Err(e) => return Err(e).during("list ExternalSecrets"),
     };
-    for child in children.iter().filter(|c| owned_by(c, bundle)) {
+    // By label, not ownerReference: Orphan children carry none. The policy in the spec decides,
+    // whatever propagation the deletion asked for.
+    for child in &children {
         match bundle.spec.deletion_policy {
             secretbundle_api::DeletionPolicy::Delete => delete(&api, child).await?,
             secretbundle_api::DeletionPolicy::Orphan => release(&api, bundle, child).await?,
@@ -361,6 +392,16 @@ mod tests {
         assert!(!is_subset(&want, &edited));
         let extra_item = json!({"spec": {"data": [{"secretKey": "a", "remoteRef": {"key": "k"}}, {"secretKey": "b"}]}});
         assert!(!is_subset(&want, &extra_item));
+    }
+
+    #[test]
+    fn every_zero_duration_disables_refresh() {
+        for zero in ["0", "0s", "0m", "0h", "0ms", "0.0s", "0h0m0s", "00s"] {
+            assert!(is_zero_duration(zero), "{zero}");
+        }
+        for nonzero in ["1h", "0.5s", "10m", "1h0m", "100ms"] {
+            assert!(!is_zero_duration(nonzero), "{nonzero}");
+        }
     }
 
     #[test]

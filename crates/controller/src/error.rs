@@ -16,6 +16,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The cluster rejected a child; already reported in the bundle's status.
+    #[error("{0}")]
+    Rejected(String),
     #[error("{0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
@@ -38,6 +41,7 @@ impl Error {
             } => "api",
             Error::Kube { .. } => "transport",
             Error::Serialize { .. } => "serialize",
+            Error::Rejected(_) => "rejected",
             Error::Finalizer(inner) => match inner.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.category()

@@ -112,21 +112,24 @@ impl std::fmt::Display for CrdProblem {
     }
 }
 
+/// Whether the API server serves the CRD's objects yet.
+pub fn is_established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+}
+
 /// The version to use for a CRD: `v1` when served, else `v1beta1`; only once it is Established.
 pub fn usable_version(crd: Option<&CustomResourceDefinition>) -> Result<EsoVersion, CrdProblem> {
     let crd = crd.ok_or(CrdProblem::Absent)?;
     if crd.metadata.deletion_timestamp.is_some() {
         return Err(CrdProblem::Terminating);
     }
-    let established = crd
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        });
-    if !established {
+    if !is_established(crd) {
         return Err(CrdProblem::NotEstablished);
     }
     let served: Vec<&str> = crd

@@ -105,7 +105,7 @@ pub fn referenced_stores(bundle: &SecretBundle) -> Vec<StoreKey> {
                 .unwrap_or(&spec.secret_store_ref)
         })
         .map(|r| StoreKey {
-            kind: r.kind,
+            kind: r.kind(),
             name: r.name.clone(),
         })
         .filter(|k| seen.insert(k.clone()))
@@ -176,7 +176,7 @@ pub fn evaluate(bundle: &SecretBundle, facts: &Facts) -> Result<EsoVersion, Bloc
             }
             StoreFact::NotReady { message } => {
                 return Err(Blocked::new(
-                    Reason::WaitingForStore,
+                    Reason::StoreNotReady,
                     format!("{key} is not Ready: {message}"),
                 ));
             }

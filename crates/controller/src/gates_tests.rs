@@ -132,7 +132,7 @@ fn store_not_ready_and_not_allowed() {
     assert_eq!(
         blocked(&f),
         (
-            Reason::WaitingForStore,
+            Reason::StoreNotReady,
             r#"ClusterSecretStore "ameide-vault" is not Ready: InvalidProviderConfig"#.into()
         )
     );

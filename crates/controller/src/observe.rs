@@ -1,5 +1,5 @@
 //! Gathers the facts the gates need: fresh GETs for what lives outside the bundle, the
-//! controller's bundle cache for dependencies.
+//! controller's bundle cache for dependencies (filled before any dependent is woken).
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -58,9 +58,24 @@ pub async fn facts(
     let cycle = gates::find_cycle(&me, &depends_on);
 
     let mut stores = Vec::new();
-    if let Ok(version) = crd {
+    if crd.is_ok() {
+        // Each store kind is read at the version its own CRD serves, which need not be the
+        // ExternalSecret CRD's (the CRDs of one ESO install can be upgraded one by one).
+        let mut versions = std::collections::BTreeMap::new();
         for key in gates::referenced_stores(bundle) {
-            let fact = store_fact(client, version, &key, ns_name).await?;
+            let kind = store_kind(key.kind);
+            let version = match versions.get(&kind) {
+                Some(v) => *v,
+                None => {
+                    let v = crd_version(client, kind).await?.ok();
+                    versions.insert(kind, v);
+                    v
+                }
+            };
+            let fact = match version {
+                Some(v) => store_fact(client, v, &key, ns_name).await?,
+                None => StoreFact::Absent,
+            };
             stores.push((key, fact));
         }
     }
@@ -75,11 +90,26 @@ pub async fn facts(
 
 /// The ESO version children are written in, or why the ExternalSecret CRD cannot be used.
 pub async fn eso_version(client: &Client) -> Result<Result<EsoVersion, eso::CrdProblem>, Error> {
+    crd_version(client, EsoKind::ExternalSecret).await
+}
+
+/// The version to read or write `kind` in, from its own CRD.
+async fn crd_version(
+    client: &Client,
+    kind: EsoKind,
+) -> Result<Result<EsoVersion, eso::CrdProblem>, Error> {
     let crd = Api::<CustomResourceDefinition>::all(client.clone())
-        .get_opt(eso::EXTERNAL_SECRET_CRD)
+        .get_opt(&kind.crd_name())
         .await
-        .during("get ExternalSecret CRD")?;
+        .during("get ESO CRD")?;
     Ok(eso::usable_version(crd.as_ref()))
+}
+
+fn store_kind(kind: StoreKind) -> EsoKind {
+    match kind {
+        StoreKind::ClusterSecretStore => EsoKind::ClusterSecretStore,
+        StoreKind::SecretStore => EsoKind::SecretStore,
+    }
 }
 
 async fn store_fact(
@@ -88,16 +118,10 @@ async fn store_fact(
     key: &StoreKey,
     ns: &str,
 ) -> Result<StoreFact, Error> {
+    let resource = store_kind(key.kind).api_resource(version);
     let api: Api<DynamicObject> = match key.kind {
-        StoreKind::ClusterSecretStore => Api::all_with(
-            client.clone(),
-            &EsoKind::ClusterSecretStore.api_resource(version),
-        ),
-        StoreKind::SecretStore => Api::namespaced_with(
-            client.clone(),
-            ns,
-            &EsoKind::SecretStore.api_resource(version),
-        ),
+        StoreKind::ClusterSecretStore => Api::all_with(client.clone(), &resource),
+        StoreKind::SecretStore => Api::namespaced_with(client.clone(), ns, &resource),
     };
     // A 404 also covers "the store CRD is not installed": either way the store is not there.
     let store = match api.get_opt(&key.name).await {

@@ -8,12 +8,22 @@ pub enum Reason {
     Ready,
     /// `spec.suspend` is true.
     Suspended,
+    /// The target namespace does not exist (or is being deleted).
     WaitingForNamespace,
+    /// The ExternalSecret CRD is not installed or not usable.
     WaitingForCRD,
+    /// A bundle in `dependsOn` is not Ready.
     WaitingForDependency,
+    /// A referenced store does not exist.
     WaitingForStore,
-    /// Children are applied; ESO has not reported all of them Ready (yet).
+    /// A referenced store exists but ESO does not report it Ready.
+    StoreNotReady,
+    /// Children are applied; ESO has not reported all of them Ready yet.
     SecretsNotReady,
+    /// ESO reports that it cannot sync a child (its words are in the message).
+    SecretSyncFailed,
+    /// The API server rejected a child (admission, schema, RBAC); retried with backoff.
+    ApplyFailed,
     /// `dependsOn` leads back to the bundle itself.
     DependencyCycle,
     /// A store's `spec.conditions` exclude the target namespace.
@@ -24,28 +34,35 @@ pub enum Reason {
     InvalidSpec,
 }
 
-/// How a reason maps onto the kstatus conditions.
+/// How a reason maps onto the kstatus conditions (and so onto Argo CD and Flux health).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// Ready=True.
     Ready,
-    /// Ready=False, Reconciling=True: it will move on by itself when the world changes.
+    /// Ready=False alone: waiting for something that is absent, which is not a fault. GitOps
+    /// tools see it as healthy (kstatus Current), so sync waves and `wait: true` move on, while
+    /// `kubectl wait --for=condition=Ready` and `dependsOn` still see it is not Ready.
+    Idle,
+    /// Ready=False, Reconciling=True: work is under way and will finish by itself.
     Progressing,
-    /// Ready=False, Stalled=True: a person has to change something.
+    /// Ready=False, Stalled=True: something is wrong; the message says what.
     Stalled,
     /// Ready=False with neither: the user asked for nothing to happen.
     Suspended,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Ready,
         Reason::Suspended,
         Reason::WaitingForNamespace,
         Reason::WaitingForCRD,
         Reason::WaitingForDependency,
         Reason::WaitingForStore,
+        Reason::StoreNotReady,
         Reason::SecretsNotReady,
+        Reason::SecretSyncFailed,
+        Reason::ApplyFailed,
         Reason::DependencyCycle,
         Reason::StoreNotAllowed,
         Reason::Conflict,
@@ -60,7 +77,10 @@ impl Reason {
             Reason::WaitingForCRD => "WaitingForCRD",
             Reason::WaitingForDependency => "WaitingForDependency",
             Reason::WaitingForStore => "WaitingForStore",
+            Reason::StoreNotReady => "StoreNotReady",
             Reason::SecretsNotReady => "SecretsNotReady",
+            Reason::SecretSyncFailed => "SecretSyncFailed",
+            Reason::ApplyFailed => "ApplyFailed",
             Reason::DependencyCycle => "DependencyCycle",
             Reason::StoreNotAllowed => "StoreNotAllowed",
             Reason::Conflict => "Conflict",
@@ -76,15 +96,19 @@ impl Reason {
         match self {
             Reason::Ready => Phase::Ready,
             Reason::Suspended => Phase::Suspended,
-            Reason::DependencyCycle
-            | Reason::StoreNotAllowed
-            | Reason::Conflict
-            | Reason::InvalidSpec => Phase::Stalled,
+            // Absent pieces: a service not installed in this environment, ESO not installed yet,
+            // a dependency that is itself waiting, a store not created yet.
             Reason::WaitingForNamespace
             | Reason::WaitingForCRD
             | Reason::WaitingForDependency
-            | Reason::WaitingForStore
-            | Reason::SecretsNotReady => Phase::Progressing,
+            | Reason::WaitingForStore => Phase::Idle,
+            Reason::StoreNotReady | Reason::SecretsNotReady => Phase::Progressing,
+            Reason::SecretSyncFailed
+            | Reason::ApplyFailed
+            | Reason::DependencyCycle
+            | Reason::StoreNotAllowed
+            | Reason::Conflict
+            | Reason::InvalidSpec => Phase::Stalled,
         }
     }
 }

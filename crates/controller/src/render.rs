@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt, api::DynamicObject};
 use secretbundle_api::{
-    BUNDLE_LABEL, BundleSecret, MANAGED_BY_LABEL, MANAGER, REFRESH_ANNOTATION, RemoteRef,
-    SecretBundle,
+    BUNDLE_LABEL, BundleSecret, DeletionPolicy, MANAGED_BY_LABEL, MANAGER, REFRESH_ANNOTATION,
+    RemoteRef, SecretBundle,
 };
 use serde_json::{Map, Value, json};
 
@@ -23,14 +23,19 @@ pub struct InvalidSpec {
 
 /// Renders every child ExternalSecret of `bundle`, in spec order.
 ///
-/// Owner references are added only when the bundle has a UID (it does once stored); `render`
-/// from a file leaves them out.
+/// Children carry an ownerReference to the bundle only under `deletionPolicy: Delete`, and only
+/// once the bundle has a UID (`render` from a file leaves it out). Under `Orphan` they carry
+/// none, so no deletion propagation (foreground, background or orphan) lets the garbage
+/// collector take them, and their Secrets, away; the finalizer releases them instead.
 pub fn render(
     bundle: &SecretBundle,
     version: EsoVersion,
 ) -> Result<Vec<DynamicObject>, InvalidSpec> {
     check_target_names(bundle)?;
-    let owner = bundle.controller_owner_ref(&());
+    let owner = match bundle.spec.deletion_policy {
+        DeletionPolicy::Delete => bundle.controller_owner_ref(&()),
+        DeletionPolicy::Orphan => None,
+    };
     Ok(bundle
         .spec
         .secrets
@@ -95,7 +100,7 @@ fn render_one(
     let mut es_spec = Map::new();
     es_spec.insert(
         "secretStoreRef".into(),
-        json!({"name": store.name, "kind": store.kind}),
+        json!({"name": store.name, "kind": store.kind()}),
     );
     es_spec.insert("refreshInterval".into(), refresh.into());
     es_spec.insert("target".into(), target.into());
@@ -246,6 +251,18 @@ spec:
         let children = render(&b, EsoVersion::V1).expect("renders");
         assert!(children[0].metadata.owner_references.is_none());
         assert!(children[0].metadata.annotations.is_none());
+    }
+
+    #[test]
+    fn orphan_children_carry_no_owner_reference() {
+        let mut b = bundle(ARGOCD);
+        b.spec.deletion_policy = DeletionPolicy::Orphan;
+        let children = render(&b, EsoVersion::V1).expect("renders");
+        assert!(
+            children
+                .iter()
+                .all(|c| c.metadata.owner_references.is_none())
+        );
     }
 
     #[test]

@@ -82,27 +82,35 @@ pub fn child_status(
     }
 }
 
+/// Child reasons the operator itself gives while ESO has not (yet) had its say: work under way.
+/// Any other not-ready reason is ESO reporting a failure in its own words.
+const IN_PROGRESS: [&str; 3] = ["NotApplied", "Pending", "Syncing"];
+
 /// The summary of applied children: Ready, or how many are and the first failing one's words.
+/// A child ESO cannot sync outranks one that is merely not synced yet.
 pub fn summarize(secrets: &[SecretStatus]) -> (Reason, String) {
     let ready = secrets.iter().filter(|s| s.ready).count();
     let total = secrets.len();
-    match secrets.iter().find(|s| !s.ready) {
-        None => (Reason::Ready, format!("{ready}/{total} secrets ready")),
-        Some(s) => {
-            let detail = if s.message.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", s.message)
-            };
-            (
-                Reason::SecretsNotReady,
-                format!(
-                    "{ready}/{total} secrets ready; {} is {}{detail}",
-                    s.name, s.reason
-                ),
-            )
-        }
-    }
+    let failing = |s: &&SecretStatus| !s.ready && !IN_PROGRESS.contains(&s.reason.as_str());
+    let (reason, first) = match secrets.iter().find(failing) {
+        Some(s) => (Reason::SecretSyncFailed, s),
+        None => match secrets.iter().find(|s| !s.ready) {
+            Some(s) => (Reason::SecretsNotReady, s),
+            None => return (Reason::Ready, format!("{ready}/{total} secrets ready")),
+        },
+    };
+    let detail = if first.message.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", first.message)
+    };
+    (
+        reason,
+        format!(
+            "{ready}/{total} secrets ready; {} is {}{detail}",
+            first.name, first.reason
+        ),
+    )
 }
 
 /// The status to write for `report`; equal to the current one when nothing changed.
@@ -114,7 +122,7 @@ pub fn next_status(bundle: &SecretBundle, report: &Report, now: &Time) -> Secret
     match phase {
         Phase::Progressing => wanted.push((condition::RECONCILING, true)),
         Phase::Stalled => wanted.push((condition::STALLED, true)),
-        Phase::Ready | Phase::Suspended => {}
+        Phase::Ready | Phase::Idle | Phase::Suspended => {}
     }
     let conditions = wanted
         .into_iter()
@@ -135,8 +143,9 @@ pub fn next_status(bundle: &SecretBundle, report: &Report, now: &Time) -> Secret
             }
         })
         .collect();
-    let total = bundle.spec.secrets.len() as u32;
-    let ready = report.secrets.iter().filter(|s| s.ready).count() as u32;
+    let total = i32::try_from(bundle.spec.secrets.len()).unwrap_or(i32::MAX);
+    let ready =
+        i32::try_from(report.secrets.iter().filter(|s| s.ready).count()).unwrap_or(i32::MAX);
     SecretBundleStatus {
         observed_generation: generation,
         conditions,
@@ -234,12 +243,27 @@ mod tests {
             summarize(&[ok.clone(), ok.clone()]),
             (Reason::Ready, "2/2 secrets ready".into())
         );
+        let pending = SecretStatus {
+            name: "c".into(),
+            ready: false,
+            reason: "Pending".into(),
+            message: "ESO has not reported on this ExternalSecret yet".into(),
+        };
         assert_eq!(
-            summarize(&[ok, bad]),
+            summarize(&[ok.clone(), pending.clone()]),
             (
                 Reason::SecretsNotReady,
-                "1/2 secrets ready; b is SecretSyncedError: key not found".into()
+                "1/2 secrets ready; c is Pending: ESO has not reported on this ExternalSecret yet"
+                    .into()
             )
+        );
+        assert_eq!(
+            summarize(&[ok, pending, bad]),
+            (
+                Reason::SecretSyncFailed,
+                "1/3 secrets ready; b is SecretSyncedError: key not found".into()
+            ),
+            "a failing sync outranks one still in progress"
         );
     }
 
@@ -278,6 +302,17 @@ mod tests {
             &t0,
         );
         let types: Vec<(&str, &str)> = waiting
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(
+            types,
+            vec![("Ready", "False")],
+            "waiting for something absent is idle: neither Reconciling nor Stalled"
+        );
+        let syncing = next_status(&bundle(1), &report(Reason::SecretsNotReady, "0/1"), &t0);
+        let types: Vec<(&str, &str)> = syncing
             .conditions
             .iter()
             .map(|c| (c.type_.as_str(), c.status.as_str()))

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::channel::mpsc;
-use futures::{SinkExt, StreamExt, stream};
+use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, CustomResourceExt, ResourceExt};
 use secretbundle_api::{BUNDLE_LABEL, SecretBundle, StoreKind};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -32,10 +32,24 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    await_own_crd(&client).await;
     let bundles = Api::<SecretBundle>::all(client.clone());
     let wc = watcher::Config::default();
-    let controller = Controller::new(bundles.clone(), wc.clone());
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    // One watch fills the bundle cache and wakes dependents, in that order: a dependent reads
+    // its dependency from the cache, so it must never be woken before the cache has the change.
+    let (dependents_tx, dependents_rx) = mpsc::unbounded();
+    let dep_store = store.clone();
+    let bundle_events = watcher(bundles, wc.clone())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .inspect_ok(move |b| {
+            for d in dependents(&dep_store, &b.name_any()) {
+                // Only fails once the controller is gone.
+                let _ = dependents_tx.unbounded_send(d);
+            }
+        });
     let (tx, rx) = mpsc::channel(1024);
     let _eso = AbortOnDrop(tokio::spawn(watch_eso(client.clone(), store.clone(), tx)));
 
@@ -51,14 +65,15 @@ pub async fn run(
         ),
         metrics,
         locks: Default::default(),
+        failures: Default::default(),
     });
-    let (ns_store, dep_store) = (store.clone(), store.clone());
-    controller
+    let ns_store = store.clone();
+    Controller::for_stream(bundle_events, store)
         .with_config(controller::Config::default().concurrency(concurrency))
-        .watches(Api::<Namespace>::all(client), wc.clone(), move |ns| {
+        .watches(Api::<Namespace>::all(client), wc, move |ns| {
             targeting(&ns_store, &ns.name_any())
         })
-        .watches(bundles, wc, move |b| dependents(&dep_store, &b.name_any()))
+        .reconcile_on(dependents_rx)
         .reconcile_on(rx)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -69,6 +84,31 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Returns once the SecretBundle CRD is Established. Started before it (a fresh install where
+/// the operator's pod wins the race), the operator would otherwise list a missing resource and
+/// back off for tens of seconds; a watch on the CRD wakes it the moment it is there.
+async fn await_own_crd(client: &Client) {
+    let name = SecretBundle::crd_name();
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api, wc).default_backoff().applied_objects().boxed();
+    let mut logged = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(crd) if eso::is_established(&crd) => return,
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, crd = name, "CRD watch failed; retrying"),
+        }
+        if !logged {
+            info!(
+                crd = name,
+                "waiting for the CRD to be installed and Established"
+            );
+            logged = true;
+        }
+    }
 }
 
 /// Stops a spawned watch when its owner goes away, even if the owner is itself cancelled.
