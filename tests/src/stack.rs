@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use secretbundle_api::SecretBundle;
 use secretbundle_controller::eso::{EsoKind, EsoVersion};
 use serde_json::json;
 
@@ -242,4 +243,33 @@ impl Stack {
         let eso = start_eso(&env.cp.kubeconfig_path()?, env.cp.dir())?;
         Ok(Stack { eso, bao, env })
     }
+}
+
+/// Every Vault key the bundles read, with a demo value for each property they use.
+pub fn demo_vault_keys(bundles: &[SecretBundle]) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut keys: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for s in bundles.iter().flat_map(|b| &b.spec.secrets) {
+        for d in &s.data {
+            let prop = d
+                .remote_ref
+                .property
+                .clone()
+                .unwrap_or_else(|| "value".into());
+            let value = format!("demo-{}", prop.to_lowercase());
+            keys.entry(d.remote_ref.key.clone())
+                .or_default()
+                .insert(prop, value);
+        }
+        for d in &s.data_from {
+            let key = keys.entry(d.extract.key.clone()).or_default();
+            for (k, v) in [
+                ("username", "demo"),
+                ("password", "demo-password"),
+                ("url", "https://example.invalid"),
+            ] {
+                key.insert(k.into(), v.into());
+            }
+        }
+    }
+    keys
 }

@@ -195,10 +195,20 @@ async fn argocd_lua_and_flux_kstatus_read_real_status() -> Result<()> {
 
     let es = eso::external_secrets(&env.client, "ready", EsoVersion::V1);
     for name in ["a", "s", "f"] {
-        wait::until(&es, name, "applied", |o: Option<&DynamicObject>| o.is_some()).await?;
+        wait::until(&es, name, "applied", |o: Option<&DynamicObject>| {
+            o.is_some()
+        })
+        .await?;
     }
     eso::set_ready(&es, "a", "True", "SecretSynced", "").await?;
-    eso::set_ready(&es, "f", "False", "SecretSyncedError", "could not get secret data").await?;
+    eso::set_ready(
+        &es,
+        "f",
+        "False",
+        "SecretSyncedError",
+        "could not get secret data",
+    )
+    .await?;
     let bundles = env.bundles();
     wait::bundle_reason(&bundles, "ready", "Ready").await?;
     wait::bundle_reason(&bundles, "syncing", "SecretsNotReady").await?;
@@ -280,7 +290,10 @@ fn docs_embed_the_shipped_health_rules() -> Result<()> {
     let root = repo_root();
     let lua = std::fs::read_to_string(root.join("deploy/argocd/secretbundle-health.lua"))?;
     let readme = std::fs::read_to_string(root.join("deploy/argocd/README.md"))?;
-    let blocks = embedded(&readme, "resource.customizations.health.secrets.ameide.io_SecretBundle: |");
+    let blocks = embedded(
+        &readme,
+        "resource.customizations.health.secrets.ameide.io_SecretBundle: |",
+    );
     assert_eq!(blocks.len(), 2, "argocd-cm and Helm values");
     for block in blocks {
         assert_eq!(block, lua);
@@ -305,7 +318,10 @@ fn embedded(doc: &str, key: &str) -> Vec<String> {
         if !line.trim_end().ends_with(key) {
             continue;
         }
-        let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+        let body: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
         let indent = body
             .iter()
             .filter(|l| !l.trim().is_empty())

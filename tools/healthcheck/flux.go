@@ -20,6 +20,7 @@ import (
 	ssautil "github.com/fluxcd/pkg/ssa/utils"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 )
 
@@ -46,12 +47,15 @@ func fluxApply(args []string) int {
 	k, err := connect(*kubeconfig)
 	check(err)
 	readers := []engine.StatusReader{statusreaders.NewCustomJobStatusReader(k.mapper)}
+	rules := &celEvaluators{}
 	if *exprsPath != "" {
 		checks, err := readExprs(*exprsPath)
 		check(err)
 		ctor, err := cel.NewStatusReader(checks)
 		check(err)
 		readers = append(readers, ctor(k.mapper))
+		rules, err = loadCEL(*exprsPath)
+		check(err)
 	}
 	// kustomize-controller's default: the DisableStatusPollerCache feature gate is on, so the
 	// poller reads the cluster directly.
@@ -91,11 +95,53 @@ func fluxApply(args []string) int {
 	if err != nil {
 		res["error"] = err.Error()
 	}
+	res["status"] = statuses(ctx, k, rules, toCheck)
 	report(res)
 	if err != nil {
 		return 1
 	}
 	return 0
+}
+
+// statuses reads each object once more after the wait and reports the status the same rules
+// give it now (a record of what the wait ended on).
+func statuses(ctx context.Context, k *kube, rules *celEvaluators, set *ssa.ChangeSet) map[string]string {
+	out := map[string]string{}
+	for _, id := range set.ToObjMetadataSet() {
+		u := &unstructured.Unstructured{}
+		m, err := k.mapper.RESTMapping(id.GroupKind)
+		if err != nil {
+			out[ssautil.FmtObjMetadata(id)] = err.Error()
+			continue
+		}
+		u.SetGroupVersionKind(m.GroupVersionKind)
+		if err := k.client.Get(ctx, client.ObjectKey{Namespace: id.Namespace, Name: id.Name}, u); err != nil {
+			out[ssautil.FmtObjMetadata(id)] = err.Error()
+			continue
+		}
+		res, err := rules.evaluate(ctx, u)
+		if err != nil {
+			out[ssautil.FmtObjMetadata(id)] = err.Error()
+			continue
+		}
+		msg := res.Message
+		if msg == "" {
+			msg = readyCondition(u)
+		}
+		out[ssautil.FmtObjMetadata(id)] = res.Status.String() + ": " + msg
+	}
+	return out
+}
+
+// readyCondition is the object's Ready condition as "status reason: message", if it has one.
+func readyCondition(u *unstructured.Unstructured) string {
+	conditions, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conditions {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Ready" {
+			return fmt.Sprintf("Ready=%v %v: %v", m["status"], m["reason"], m["message"])
+		}
+	}
+	return ""
 }
 
 func since(t time.Time) float64 {

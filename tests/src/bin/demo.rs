@@ -1,7 +1,6 @@
 //! `make demo`: a local control plane, ESO, OpenBao, the operator and the example bundles,
 //! showing a bundle that waits for its namespace and turns Ready once it exists.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 
 use anyhow::{Context as _, Result};
@@ -45,7 +44,7 @@ async fn main() -> Result<()> {
     let bundles: Vec<SecretBundle> = serde_yaml::Deserializer::from_slice(&rendered.stdout)
         .map(|d| serde::Deserialize::deserialize(d).context("parsing example bundles"))
         .collect::<Result<_>>()?;
-    for (key, props) in vault_keys(&bundles) {
+    for (key, props) in stack::demo_vault_keys(&bundles) {
         let pairs: Vec<(&str, &str)> = props
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -124,33 +123,4 @@ async fn main() -> Result<()> {
     tokio::signal::ctrl_c().await?;
     println!("\nStopping.");
     Ok(())
-}
-
-/// Every Vault key the bundles read, with a demo value for each property they use.
-fn vault_keys(bundles: &[SecretBundle]) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut keys: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for s in bundles.iter().flat_map(|b| &b.spec.secrets) {
-        for d in &s.data {
-            let prop = d
-                .remote_ref
-                .property
-                .clone()
-                .unwrap_or_else(|| "value".into());
-            let value = format!("demo-{}", prop.to_lowercase());
-            keys.entry(d.remote_ref.key.clone())
-                .or_default()
-                .insert(prop, value);
-        }
-        for d in &s.data_from {
-            let key = keys.entry(d.extract.key.clone()).or_default();
-            for (k, v) in [
-                ("username", "demo"),
-                ("password", "demo-password"),
-                ("url", "https://example.invalid"),
-            ] {
-                key.insert(k.into(), v.into());
-            }
-        }
-    }
-    keys
 }
