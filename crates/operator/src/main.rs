@@ -3,6 +3,7 @@
 mod cli;
 mod explain;
 mod http;
+mod leader;
 mod run;
 mod wait;
 
