@@ -72,8 +72,25 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Opt-ins beyond what [`ControlPlane::start`] runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Log every request's metadata (user, verb, resource, times) as JSON lines to
+    /// [`ControlPlane::audit_log`], so a test can see who wrote what from the apiserver's side.
+    pub audit: bool,
+}
+
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+rules: [{level: Metadata}]
+";
+
 impl ControlPlane {
     pub async fn start() -> Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Result<Self> {
         let assets = assets()?;
         let dir = tempfile::Builder::new()
             .prefix("secretbundle-cp-")
@@ -123,8 +140,20 @@ impl ControlPlane {
             kubeconfig: Kubeconfig::default(),
         };
         let p = cp.dir().to_path_buf();
+        // The audit flags, when asked for, go first; the rest is the same for every test.
+        let mut command = Command::new(assets.join("kube-apiserver"));
+        if options.audit {
+            fs::write(p.join("audit-policy.yaml"), AUDIT_POLICY)?;
+            command.args([
+                format!(
+                    "--audit-policy-file={}",
+                    p.join("audit-policy.yaml").display()
+                ),
+                format!("--audit-log-path={}", cp.audit_log().display()),
+            ]);
+        }
         let apiserver = spawn(
-            Command::new(assets.join("kube-apiserver")).args([
+            command.args([
                 &format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
@@ -232,6 +261,11 @@ impl ControlPlane {
         let path = self.dir().join(format!("kubeconfig-{name}"));
         fs::write(&path, serde_yaml::to_string(&kc)?)?;
         Ok(path)
+    }
+
+    /// The audit log written with [`Options::audit`].
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir().join("audit.log")
     }
 
     pub fn dir(&self) -> &Path {

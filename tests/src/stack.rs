@@ -48,6 +48,11 @@ impl Proc {
         self.0.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// The process id while it runs, e.g. to signal it.
+    pub fn id(&self) -> Option<u32> {
+        self.0.as_ref().map(Child::id)
+    }
+
     /// Kills the process now (e.g. to simulate a crash).
     pub fn kill(&mut self) {
         drop(Proc(self.0.take()));

@@ -29,6 +29,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Show, from the cluster, what a bundle waits for: its gate chain as a tree.
     Explain(ExplainArgs),
+    /// Wait until bundles are Ready (exit 0), or print what blocks them at the timeout (exit 1).
+    Wait(WaitArgs),
 }
 
 #[derive(Parser)]
@@ -82,6 +84,28 @@ pub struct RenderArgs {
 pub struct ExplainArgs {
     /// Name of the bundle.
     pub bundle: String,
+}
+
+#[derive(Parser)]
+#[command(
+    group = clap::ArgGroup::new("which").required(true).args(["bundles", "all"]),
+    after_help = "Exit status: 0 done; 1 timed out (each blocking bundle printed: name, reason, \
+                  message); 2 usage error, or the bundles could not be listed.\n\
+                  Needs only get, list and watch on secretbundles."
+)]
+pub struct WaitArgs {
+    /// Bundles that must be Ready (for their current generation).
+    pub bundles: Vec<String>,
+    /// Every bundle. One that is idle (its namespace is absent, it is suspended, or it waits only
+    /// on idle bundles) counts as done.
+    #[arg(long, conflicts_with = "bundles")]
+    pub all: bool,
+    /// With --all: every bundle must be Ready, idle ones too.
+    #[arg(long, requires = "all")]
+    pub require_all: bool,
+    /// Give up after this long (e.g. 30s, 5m, 1h).
+    #[arg(long, default_value = "5m", value_parser = crate::wait::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 pub fn print_crd() -> anyhow::Result<()> {

@@ -1,18 +1,25 @@
-//! `secretbundle-operator`: run the controller, print the CRD, render or explain a bundle.
+//! `secretbundle-operator`: run the controller, print the CRD, render, explain or wait for bundles.
 
 mod cli;
 mod explain;
 mod http;
+mod leader;
 mod run;
+mod wait;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     match cli::Cli::parse().command {
         cli::Command::Run(args) => run::run(args).await,
         cli::Command::Crd => cli::print_crd(),
         cli::Command::Render(args) => cli::render(args),
         cli::Command::Explain(args) => explain::explain(args).await,
+        // Its own exit codes: 1 means "timed out", 2 "could not ask".
+        cli::Command::Wait(args) => return Ok(wait::wait(args).await),
     }
+    .map(|()| ExitCode::SUCCESS)
 }

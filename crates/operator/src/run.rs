@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kube::client::ClientBuilder;
 use kube::{Client, Config};
-use kube_lease_manager::LeaseManagerBuilder;
 use prometheus_client::registry::Registry;
 use secretbundle_controller::Metrics;
 use tokio::sync::watch;
@@ -16,14 +15,13 @@ use tracing::info;
 
 use crate::cli::{LogFormat, RunArgs};
 use crate::http::{self, Http};
-
-/// How long a lease stays valid without renewal; a standby takes over within this plus `LEASE_GRACE`.
-const LEASE_SECONDS: u64 = 15;
-const LEASE_GRACE: u64 = 5;
+use crate::leader::{Elector, Fence, FenceLayer, Leader};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let client = client(args.qps, args.burst).await?;
+    let config = Config::infer()
+        .await
+        .context("loading kubeconfig or in-cluster config")?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let ready = Arc::new(AtomicBool::new(false));
@@ -39,42 +37,46 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let mut leading = if args.leader_election {
+    let leader = if args.leader_election {
         // A standby is healthy and ready: it serves probes and waits for the lease.
         ready.store(true, Ordering::Relaxed);
         let identity = args
             .identity
             .clone()
             .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.lease_namespace)
-            .with_identity(&identity)
-            .with_duration(LEASE_SECONDS)
-            .with_grace(LEASE_GRACE)
-            .build()
-            .await
-            .context("setting up leader election")?;
-        let (mut leading, _task) = manager.watch().await;
+        // The elector's own client: it must renew while the controller's client is fenced, and
+        // without queueing behind the controller's rate limit.
+        let elector = Elector::new(
+            Client::try_from(config.clone())?,
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+        );
         info!(identity, lease = args.lease_name, "waiting for leadership");
-        let mut stop_wait = stop.clone();
-        tokio::select! {
-            r = leading.wait_for(|l| *l) => { r.context("leader election stopped")?; }
-            _ = stop_wait.wait_for(|s| *s) => return Ok(()),
-        }
+        let Some(leader) = elector.acquire(&mut stop.clone()).await else {
+            return Ok(());
+        };
         info!(identity, "became leader");
-        Some(leading)
+        Some(leader)
     } else {
         None
     };
     ready.store(true, Ordering::Relaxed);
+    let client = client(
+        config,
+        leader.as_ref().map(Leader::fence),
+        args.qps,
+        args.burst,
+    )?;
 
     let mut stop_run = stop.clone();
     let lost = Arc::new(AtomicBool::new(false));
     let lost_flag = lost.clone();
+    let leadership_lost = leader.as_ref().map(Leader::lost);
     let shutdown = async move {
-        match leading.as_mut() {
+        match leadership_lost {
             Some(l) => tokio::select! {
-                _ = l.wait_for(|l| !*l) => lost_flag.store(true, Ordering::Relaxed),
+                () = l => lost_flag.store(true, Ordering::Relaxed),
                 _ = stop_run.wait_for(|s| *s) => {}
             },
             None => {
@@ -82,7 +84,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     };
+    // Returns once every reconcile in flight has finished: no write of ours is pending after it.
     secretbundle_controller::run(client, metrics, args.concurrency, shutdown).await;
+    // Hand over at once rather than make the standby wait for the Lease to expire.
+    if let Some(leader) = leader
+        && leader.release().await
+    {
+        info!("released the Lease");
+    }
     server.abort();
     // Another replica may already write: stop at once rather than act on stale leadership.
     anyhow::ensure!(!lost.load(Ordering::Relaxed), "lost leadership");
@@ -90,17 +99,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client limited to `qps` on average with bursts of up to `burst` requests.
-async fn client(qps: u32, burst: u32) -> anyhow::Result<Client> {
-    let config = Config::infer()
-        .await
-        .context("loading kubeconfig or in-cluster config")?;
+/// A client limited to `qps` on average with bursts of up to `burst` requests, and, under
+/// leader election, fenced: it sends no write unless leadership was renewed recently.
+fn client(config: Config, fence: Option<Fence>, qps: u32, burst: u32) -> anyhow::Result<Client> {
     let qps = qps.max(1);
     let burst = burst.max(qps);
     let period = Duration::from_secs_f64(f64::from(burst) / f64::from(qps));
-    let builder =
-        ClientBuilder::try_from(config)?.with_layer(&RateLimitLayer::new(u64::from(burst), period));
-    Ok(builder.build())
+    let limit = RateLimitLayer::new(u64::from(burst), period);
+    let builder = ClientBuilder::try_from(config)?;
+    // The fence sits below the rate limit, so a write is checked when it leaves the queue.
+    Ok(match fence {
+        Some(fence) => builder
+            .with_layer(&FenceLayer(fence))
+            .with_layer(&limit)
+            .build(),
+        None => builder.with_layer(&limit).build(),
+    })
 }
 
 fn init_logging(format: LogFormat) {
