@@ -131,7 +131,7 @@ async fn lua_health(script: &str, objects: &[SecretBundle]) -> Result<Vec<Value>
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn find<'a>(events: &'a [Value], pred: impl Fn(&Value) -> bool) -> Result<&'a Value> {
+fn find(events: &[Value], pred: impl Fn(&Value) -> bool) -> Result<&Value> {
     events
         .iter()
         .find(|e| pred(e))
@@ -183,9 +183,13 @@ async fn argocd_sync_waves_complete_without_the_argocd_namespace() -> Result<()>
     find(&events, |e| e["event"] == "wave-applied" && e["wave"] == 1)?;
     let synced = find(&events, |e| e["event"] == "sync")?;
     assert_eq!(synced["phase"], "Succeeded", "{synced:#}");
-    // The Application is Healthy as soon as the sync ends (its bundles idle or Ready), so an
-    // app-of-apps parent moves on too.
-    let app = find(&events, |e| e["event"] == "app-health")?;
+    // The Application turns Healthy (its bundles idle or Ready), so an app-of-apps parent moves
+    // on too.
+    let app = events
+        .iter()
+        .rev()
+        .find(|e| e["event"] == "app-health")
+        .context("no app-health event")?;
     assert_eq!(app["status"], "Healthy", "{app:#}");
 
     // Once ESO has synced, every bundle is Healthy by the Lua: argocd idle, the rest Ready.
