@@ -1,8 +1,10 @@
-//! Test harness: a real control plane per test, the operator running in-process against it,
-//! ESO CRDs vendored in `tests/fixtures/eso-crds/`, and helpers that await conditions with a deadline.
+//! Test harness: a real control plane per test, the operator running in-process against it on
+//! its own identity (the shipped RBAC, audited), ESO CRDs vendored in `tests/fixtures/eso-crds/`,
+//! and helpers that await conditions with a deadline.
 
 pub mod controlplane;
 pub mod eso;
+pub mod identity;
 pub mod pki;
 pub mod process;
 pub mod stack;
@@ -25,9 +27,14 @@ use tokio::task::JoinHandle;
 
 pub use controlplane::{ControlPlane, repo_root};
 
-/// A control plane with our CRD installed and, unless stopped, the operator running.
+/// A control plane with our CRD installed and, unless stopped, the operator running as its own
+/// ServiceAccount with the shipped RBAC. On teardown the apiserver's audit log must show that it
+/// never touched a Secret and wrote nothing outside its own kinds; otherwise the test fails.
 pub struct Env {
+    /// Cluster admin, for the test's own actions.
     pub client: Client,
+    /// The operator's identity ([`identity::USER`]).
+    pub operator_client: Client,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     operator: Option<JoinHandle<()>>,
@@ -42,15 +49,17 @@ impl Env {
             .with_env_filter("warn,kube_client=off,secretbundle_controller=info")
             .with_test_writer()
             .try_init();
-        let cp = ControlPlane::start().await?;
+        let cp = ControlPlane::start_with(controlplane::Options { audit: true }).await?;
         let client = cp.client().await?;
         apply_crds(&client, vec![SecretBundle::crd()]).await?;
         // After our CRD, so the garbage collector knows bundles from its first discovery.
         cp.start_controller_manager()?;
+        let operator_client = identity::operator_client(&cp, &client).await?;
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
         let mut env = Env {
             client,
+            operator_client,
             metrics,
             registry: Arc::new(registry),
             operator: None,
@@ -75,7 +84,7 @@ impl Env {
     }
 
     pub fn start_operator(&mut self) {
-        let (client, metrics) = (self.client.clone(), self.metrics.clone());
+        let (client, metrics) = (self.operator_client.clone(), self.metrics.clone());
         let run = secretbundle_controller::run(client, metrics, 4, std::future::pending());
         self.operator = Some(tokio::spawn(run));
     }
@@ -160,6 +169,15 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.stop_operator();
+        // Every test doubles as an audit of the operator; a test already failing says enough.
+        if std::thread::panicking() {
+            return;
+        }
+        match identity::audit_violations(&self.cp.audit_log()) {
+            Ok(v) if v.is_empty() => {}
+            Ok(v) => panic!("the operator did what it must never do:\n{}", v.join("\n")),
+            Err(e) => panic!("reading the audit log: {e:#}"),
+        }
     }
 }
 

@@ -1,0 +1,115 @@
+//! The operator's own identity in tests: a ServiceAccount holding exactly the rules the shipped
+//! ClusterRole grants, and the apiserver's audit log read back to prove what it did with them.
+//!
+//! Every [`crate::Env`] runs its operator this way, so every integration test also shows that the
+//! shipped RBAC suffices, and checks on teardown that the operator never touched a Secret and
+//! wrote nothing outside its own kinds.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::controlplane::ControlPlane;
+use crate::repo_root;
+
+/// Where the test identity lives: apart from `secretbundle-system`, which tests install into.
+pub const NAMESPACE: &str = "secretbundle-test-identity";
+pub const SERVICE_ACCOUNT: &str = "secretbundle-operator";
+/// The name the audit log records for the operator.
+pub const USER: &str = "system:serviceaccount:secretbundle-test-identity:secretbundle-operator";
+/// A copy of the shipped rules under another name, so installing the chart does not clash.
+const ROLE: &str = "secretbundle-operator-under-test";
+
+/// Resources the operator may write (create, update, patch, delete).
+const WRITABLE: [&str; 4] = ["secretbundles", "externalsecrets", "events", "leases"];
+
+/// The rules of the shipped ClusterRole (deploy/kustomize/base/rbac.yaml).
+pub fn shipped_rules() -> Result<Vec<PolicyRule>> {
+    let path = repo_root().join("deploy/kustomize/base/rbac.yaml");
+    let text = std::fs::read_to_string(&path)?;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(doc)?;
+        if value.get("kind").and_then(|k| k.as_str()) == Some("ClusterRole") {
+            let role: ClusterRole = serde_yaml::from_value(value)?;
+            return Ok(role.rules.unwrap_or_default());
+        }
+    }
+    anyhow::bail!("no ClusterRole in {}", path.display())
+}
+
+/// A client acting as the operator's ServiceAccount, bound to the shipped rules.
+pub async fn operator_client(cp: &ControlPlane, admin: &Client) -> Result<Client> {
+    let pp = PatchParams::apply("secretbundle-tests");
+    let apply = |v: serde_json::Value| Patch::Apply(v);
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            NAMESPACE,
+            &pp,
+            &apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+            ),
+        )
+        .await?;
+    let sas = Api::<ServiceAccount>::namespaced(admin.clone(), NAMESPACE);
+    sas.patch(
+        SERVICE_ACCOUNT,
+        &pp,
+        &apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT}})),
+    )
+    .await?;
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": ROLE}, "rules": shipped_rules()?});
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(ROLE, &pp, &apply(role))
+        .await?;
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ROLE}});
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .patch(ROLE, &pp, &apply(binding))
+        .await?;
+    let token = sas
+        .create_token_request(
+            SERVICE_ACCOUNT,
+            &PostParams::default(),
+            &TokenRequest::default(),
+        )
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .context("TokenRequest returned no token")?;
+    let path = cp.token_kubeconfig_path("operator", &token)?;
+    let kubeconfig = Kubeconfig::read_from(&path)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Everything the operator did that it must never do, from the apiserver's audit log: any
+/// request about Secrets, and any write outside its own kinds. Empty when all is well.
+pub fn audit_violations(audit_log: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(audit_log)
+        .with_context(|| format!("reading {}", audit_log.display()))?;
+    let mut found = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let e: serde_json::Value = serde_json::from_str(line)?;
+        let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
+        if s("/user/username") != USER {
+            continue;
+        }
+        let (verb, resource) = (s("/verb"), s("/objectRef/resource"));
+        let read = matches!(verb, "get" | "list" | "watch");
+        if resource == "secrets" || (!read && !WRITABLE.contains(&resource)) {
+            found.insert(format!("{verb} {resource} {}", s("/requestURI")));
+        }
+    }
+    Ok(found.into_iter().collect())
+}
