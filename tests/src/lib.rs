@@ -160,6 +160,20 @@ impl Env {
         Ok(())
     }
 
+    /// `kubectl apply -f` of `yaml`, as a user would: whether it was accepted, and what kubectl
+    /// printed (stdout and stderr).
+    pub fn kubectl_apply(&self, yaml: &str) -> Result<(bool, String)> {
+        let file = tempfile::NamedTempFile::new()?;
+        std::fs::write(file.path(), yaml)?;
+        let out = self.kubectl(&["apply", "-f", &file.path().to_string_lossy()])?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    }
+
     /// Runs `kubectl` from the project venv against this control plane.
     pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
         kubectl_with(&self.cp.kubeconfig_path()?, args)

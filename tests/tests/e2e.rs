@@ -132,11 +132,19 @@ async fn a_wrong_key_fails_loudly_and_a_fix_plus_refresh_recovers() -> anyhow::R
     let b = wait::bundle_message(
         &s.env.bundles(),
         "argocd",
-        "SecretsNotReady",
+        "SecretSyncFailed",
         "argocd-secret is SecretSyncedError",
     )
     .await?;
     let status = b.status.expect("status");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True"),
+        "a failing sync is unhealthy, not in progress: {:?}",
+        status.conditions
+    );
     let failing = status
         .secrets
         .iter()

@@ -1,22 +1,8 @@
-//! The user's path: `kubectl apply` of bad input is rejected with a message naming the field;
-//! `kubectl get` shows the columns; `kubectl wait --for=condition=Ready` returns when ready.
-
-use std::io::Write as _;
+//! The user's path: `kubectl get` shows the columns; `kubectl wait --for=condition=Ready`
+//! returns when ready. (Bad input and its messages: tests/tests/corpus.rs.)
 
 use secretbundle_tests::stack::{self, Stack, VAULT_STORE};
-use secretbundle_tests::{Env, wait};
-
-fn apply(env: &Env, yaml: &str) -> anyhow::Result<(bool, String)> {
-    let mut file = tempfile::NamedTempFile::new()?;
-    file.write_all(yaml.as_bytes())?;
-    let out = env.kubectl(&["apply", "-f", &file.path().to_string_lossy()])?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((out.status.success(), text))
-}
+use secretbundle_tests::wait;
 
 fn bundle_yaml(name: &str, ns: &str, spec_extra: &str, secrets: &str) -> String {
     format!(
@@ -26,67 +12,6 @@ fn bundle_yaml(name: &str, ns: &str, spec_extra: &str, secrets: &str) -> String 
 
 const ONE_SECRET: &str = "    - name: db\n      data: [{secretKey: password, remoteRef: {key: platform/db, property: password}}]\n";
 
-#[tokio::test]
-async fn bad_input_is_rejected_naming_the_field() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    let cases = [
-        (
-            "inline secret value",
-            bundle_yaml(
-                "a",
-                "ns",
-                "",
-                "    - name: db\n      data: [{secretKey: password, value: hunter2, remoteRef: {key: platform/db}}]\n",
-            ),
-            r#"unknown field "spec.secrets[0].data[0].value""#,
-        ),
-        (
-            "empty secrets",
-            bundle_yaml("a", "ns", "", "    []\n").replace("secrets:\n    []", "secrets: []"),
-            "spec.secrets: Invalid value",
-        ),
-        (
-            "duplicate secret names",
-            bundle_yaml("a", "ns", "", &format!("{ONE_SECRET}{ONE_SECRET}")),
-            r#"spec.secrets[1]: Duplicate value: {"name":"db"}"#,
-        ),
-        (
-            "invalid namespace name",
-            bundle_yaml("a", "Not_A_Namespace", "", ONE_SECRET),
-            "spec.targetNamespace: Invalid value",
-        ),
-        (
-            "self dependency",
-            bundle_yaml("a", "ns", "  dependsOn: [a]\n", ONE_SECRET),
-            "spec.dependsOn: Invalid value: a bundle cannot depend on itself",
-        ),
-        (
-            "secret without data",
-            bundle_yaml("a", "ns", "", "    - name: db\n"),
-            "each secret needs at least one entry in data or dataFrom",
-        ),
-    ];
-    for (what, yaml, expected) in cases {
-        let (ok, out) = apply(&env, &yaml)?;
-        assert!(!ok, "{what}: accepted:\n{out}");
-        assert!(
-            out.contains(expected),
-            "{what}: expected {expected:?} in:\n{out}"
-        );
-    }
-
-    let (ok, out) = apply(&env, &bundle_yaml("fixed", "ns-a", "", ONE_SECRET))?;
-    assert!(ok, "{out}");
-    let (ok, out) = apply(&env, &bundle_yaml("fixed", "ns-b", "", ONE_SECRET))?;
-    assert!(
-        !ok && out.contains(
-            "targetNamespace is immutable; create a new SecretBundle for another namespace"
-        ),
-        "{out}"
-    );
-    Ok(())
-}
-
 /// The seed's `secrets-smoke` check, with the real ESO and OpenBao behind the bundle.
 #[tokio::test]
 async fn kubectl_get_shows_columns_and_wait_returns_when_ready() -> anyhow::Result<()> {
@@ -94,7 +19,7 @@ async fn kubectl_get_shows_columns_and_wait_returns_when_ready() -> anyhow::Resu
     let env = &s.env;
     s.bao.put("platform/db", &[("password", "pw")])?;
     let yaml = bundle_yaml("platform", "ameide", "", ONE_SECRET).replace("test-store", VAULT_STORE);
-    let (ok, out) = apply(env, &yaml)?;
+    let (ok, out) = env.kubectl_apply(&yaml)?;
     assert!(ok, "{out}");
     wait::bundle_reason(&env.bundles(), "platform", "WaitingForNamespace").await?;
 
