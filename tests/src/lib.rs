@@ -8,6 +8,7 @@ pub mod identity;
 pub mod pki;
 pub mod process;
 pub mod stack;
+pub mod strategies;
 pub mod wait;
 
 use std::path::PathBuf;

@@ -162,13 +162,22 @@ async fn dependencies_order_bundles_and_cycles_stall() -> anyhow::Result<()> {
     ))
     .await?;
     wait::bundle_reason(&env.bundles(), "platform", "SecretsNotReady").await?;
-    wait::bundle_message(
+    // The dependency is syncing, so its dependent is in progress too (not idle): GitOps tools
+    // wait for it rather than moving past a bundle about to apply.
+    let b = wait::bundle_message(
         &env.bundles(),
         "data-plane",
-        "WaitingForDependency",
+        "DependencyProgressing",
         "platform (SecretsNotReady)",
     )
     .await?;
+    assert!(
+        b.status
+            .expect("status")
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciling" && c.status == "True")
+    );
 
     // The dependency becoming Ready wakes its dependent.
     eso::set_ready(&es, "platform-db-credentials", "True", "SecretSynced", "").await?;

@@ -23,7 +23,12 @@ pub enum NamespaceFact {
 #[derive(Clone, Debug, PartialEq)]
 pub enum DependencyFact {
     Missing,
-    NotReady { reason: String },
+    /// `progressing`: the dependency is being worked on and will move by itself (no status for
+    /// its generation yet, or `Reconciling=True`), as opposed to waiting or failing.
+    NotReady {
+        reason: String,
+        progressing: bool,
+    },
     Ready,
 }
 
@@ -157,12 +162,28 @@ pub fn evaluate(bundle: &SecretBundle, facts: &Facts) -> Result<EsoVersion, Bloc
         .filter_map(|(name, fact)| match fact {
             DependencyFact::Ready => None,
             DependencyFact::Missing => Some(format!("{name} (not found)")),
-            DependencyFact::NotReady { reason } => Some(format!("{name} ({reason})")),
+            DependencyFact::NotReady { reason, .. } => Some(format!("{name} ({reason})")),
         })
         .collect();
     if !waiting.is_empty() {
+        // Idle only if every pending dependency is itself idle, failing or missing: while one is
+        // being worked on, so is this bundle, and GitOps tools must not move past it yet.
+        let progressing = facts.dependencies.iter().any(|(_, f)| {
+            matches!(
+                f,
+                DependencyFact::NotReady {
+                    progressing: true,
+                    ..
+                }
+            )
+        });
+        let reason = if progressing {
+            Reason::DependencyProgressing
+        } else {
+            Reason::WaitingForDependency
+        };
         return Err(Blocked::new(
-            Reason::WaitingForDependency,
+            reason,
             format!("waiting for bundles to be Ready: {}", waiting.join(", ")),
         ));
     }
@@ -227,22 +248,22 @@ pub fn dependency_fact(dep: Option<&SecretBundle>) -> DependencyFact {
     let Some(dep) = dep else {
         return DependencyFact::Missing;
     };
-    let ready = dep
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
-    match ready {
-        Some(c) if c.status == "True" && c.observed_generation == dep.metadata.generation => {
-            DependencyFact::Ready
-        }
-        Some(c) if c.status == "True" => DependencyFact::NotReady {
+    let conditions = dep.status.as_ref().map(|s| s.conditions.as_slice());
+    let find = |t: &str| conditions.and_then(|cs| cs.iter().find(|c| c.type_ == t));
+    let reconciling = find(condition::RECONCILING).is_some_and(|c| c.status == "True");
+    match find(condition::READY) {
+        Some(c) if c.observed_generation != dep.metadata.generation => DependencyFact::NotReady {
             reason: "status is for an older generation".into(),
+            progressing: true,
         },
+        Some(c) if c.status == "True" => DependencyFact::Ready,
         Some(c) => DependencyFact::NotReady {
             reason: c.reason.clone(),
+            progressing: reconciling,
         },
         None => DependencyFact::NotReady {
             reason: "no status yet".into(),
+            progressing: true,
         },
     }
 }

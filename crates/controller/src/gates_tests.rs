@@ -72,6 +72,7 @@ fn gates_close_in_order_with_precise_messages() {
     );
     f.dependencies[0].1 = DependencyFact::NotReady {
         reason: "WaitingForNamespace".into(),
+        progressing: false,
     };
     assert_eq!(
         blocked(&f),
@@ -80,6 +81,16 @@ fn gates_close_in_order_with_precise_messages() {
             "waiting for bundles to be Ready: platform (WaitingForNamespace)".into()
         )
     );
+    // A dependency being worked on makes this bundle progress too, not idle.
+    f.dependencies[0].1 = DependencyFact::NotReady {
+        reason: "SecretsNotReady".into(),
+        progressing: true,
+    };
+    assert_eq!(blocked(&f).0, Reason::DependencyProgressing);
+    f.dependencies[0].1 = DependencyFact::NotReady {
+        reason: "WaitingForNamespace".into(),
+        progressing: false,
+    };
     f.cycle = Some(vec![
         "observability".into(),
         "platform".into(),
@@ -241,13 +252,29 @@ fn dependency_ready_only_for_current_generation() {
     assert_eq!(
         dependency_fact(Some(&with_ready("False", Some(2), 2))),
         DependencyFact::NotReady {
-            reason: "WaitingForStore".into()
+            reason: "WaitingForStore".into(),
+            progressing: false,
+        }
+    );
+    let mut reconciling = with_ready("False", Some(2), 2);
+    if let Some(s) = reconciling.status.as_mut() {
+        let mut c = s.conditions[0].clone();
+        c.type_ = "Reconciling".into();
+        c.status = "True".into();
+        s.conditions.push(c);
+    }
+    assert_eq!(
+        dependency_fact(Some(&reconciling)),
+        DependencyFact::NotReady {
+            reason: "WaitingForStore".into(),
+            progressing: true,
         }
     );
     assert_eq!(
         dependency_fact(Some(&bundle())),
         DependencyFact::NotReady {
-            reason: "no status yet".into()
+            reason: "no status yet".into(),
+            progressing: true,
         }
     );
 }

@@ -12,8 +12,10 @@ pub enum Reason {
     WaitingForNamespace,
     /// The ExternalSecret CRD is not installed or not usable.
     WaitingForCRD,
-    /// A bundle in `dependsOn` is not Ready.
+    /// A bundle in `dependsOn` is missing, or not Ready and itself waiting or failing.
     WaitingForDependency,
+    /// A bundle in `dependsOn` is not Ready yet and is being worked on.
+    DependencyProgressing,
     /// A referenced store does not exist.
     WaitingForStore,
     /// A referenced store exists but ESO does not report it Ready.
@@ -52,12 +54,13 @@ pub enum Phase {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Ready,
         Reason::Suspended,
         Reason::WaitingForNamespace,
         Reason::WaitingForCRD,
         Reason::WaitingForDependency,
+        Reason::DependencyProgressing,
         Reason::WaitingForStore,
         Reason::StoreNotReady,
         Reason::SecretsNotReady,
@@ -76,6 +79,7 @@ impl Reason {
             Reason::WaitingForNamespace => "WaitingForNamespace",
             Reason::WaitingForCRD => "WaitingForCRD",
             Reason::WaitingForDependency => "WaitingForDependency",
+            Reason::DependencyProgressing => "DependencyProgressing",
             Reason::WaitingForStore => "WaitingForStore",
             Reason::StoreNotReady => "StoreNotReady",
             Reason::SecretsNotReady => "SecretsNotReady",
@@ -102,7 +106,9 @@ impl Reason {
             | Reason::WaitingForCRD
             | Reason::WaitingForDependency
             | Reason::WaitingForStore => Phase::Idle,
-            Reason::StoreNotReady | Reason::SecretsNotReady => Phase::Progressing,
+            Reason::DependencyProgressing | Reason::StoreNotReady | Reason::SecretsNotReady => {
+                Phase::Progressing
+            }
             Reason::SecretSyncFailed
             | Reason::ApplyFailed
             | Reason::DependencyCycle
