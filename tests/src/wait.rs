@@ -79,6 +79,14 @@ pub fn ready_is<'a>(reason: &'a str, needle: &'a str) -> impl Condition<SecretBu
     }
 }
 
+/// Whether a bundle's status has condition `type_` with status True.
+pub fn condition_true(status: &secretbundle_api::SecretBundleStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
 /// Waits until the bundle's Ready condition has `reason`; returns the bundle.
 pub async fn bundle_reason(
     api: &Api<SecretBundle>,

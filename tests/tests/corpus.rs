@@ -77,10 +77,7 @@ async fn a_cycle_across_three_bundles_stalls_each_with_the_cycle_spelled_out() -
         let b = wait::bundle_message(&env.bundles(), name, "DependencyCycle", cycle).await?;
         let status = b.status.expect("status");
         assert!(
-            status
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Stalled" && c.status == "True"),
+            wait::condition_true(&status, "Stalled"),
             "{name}: {:?}",
             status.conditions
         );

@@ -138,10 +138,7 @@ async fn a_wrong_key_fails_loudly_and_a_fix_plus_refresh_recovers() -> anyhow::R
     .await?;
     let status = b.status.expect("status");
     assert!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Stalled" && c.status == "True"),
+        wait::condition_true(&status, "Stalled"),
         "a failing sync is unhealthy, not in progress: {:?}",
         status.conditions
     );

@@ -171,13 +171,10 @@ async fn dependencies_order_bundles_and_cycles_stall() -> anyhow::Result<()> {
         "platform (SecretsNotReady)",
     )
     .await?;
-    assert!(
-        b.status
-            .expect("status")
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Reconciling" && c.status == "True")
-    );
+    assert!(wait::condition_true(
+        &b.status.expect("status"),
+        "Reconciling"
+    ));
 
     // The dependency becoming Ready wakes its dependent.
     eso::set_ready(&es, "platform-db-credentials", "True", "SecretSynced", "").await?;
@@ -201,12 +198,7 @@ async fn dependencies_order_bundles_and_cycles_stall() -> anyhow::Result<()> {
             .message
             .contains("platform -> data-plane -> platform")
     );
-    assert!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Stalled" && c.status == "True")
-    );
+    assert!(wait::condition_true(&status, "Stalled"));
     wait::bundle_reason(&env.bundles(), "data-plane", "DependencyCycle").await?;
     Ok(())
 }

@@ -78,12 +78,7 @@ async fn unmanaged_externalsecret_is_never_touched_unless_adoption_is_allowed() 
             "ExternalSecret observability/grafana exists and is not managed by this bundle"
         )
     );
-    assert!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Stalled" && c.status == "True")
-    );
+    assert!(wait::condition_true(&status, "Stalled"));
     let conflicting = status
         .secrets
         .iter()

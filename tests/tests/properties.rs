@@ -66,13 +66,15 @@ fn facts(bundle: &SecretBundle) -> impl Strategy<Value = Facts> + use<> {
         any::<bool>(),
         prop::collection::vec(store, stores.len()),
     )
-        .prop_map(move |(namespace, crd, dep_facts, cycle, store_facts)| Facts {
-            namespace,
-            crd,
-            dependencies: deps.clone().into_iter().zip(dep_facts).collect(),
-            cycle: cycle.then(|| vec!["a".into(), "b".into(), "a".into()]),
-            stores: stores.clone().into_iter().zip(store_facts).collect(),
-        })
+        .prop_map(
+            move |(namespace, crd, dep_facts, cycle, store_facts)| Facts {
+                namespace,
+                crd,
+                dependencies: deps.clone().into_iter().zip(dep_facts).collect(),
+                cycle: cycle.then(|| vec!["a".into(), "b".into(), "a".into()]),
+                stores: stores.clone().into_iter().zip(store_facts).collect(),
+            },
+        )
 }
 
 fn bundle_with_facts() -> impl Strategy<Value = (SecretBundle, Facts)> {
@@ -204,16 +206,20 @@ async fn rendered_children_are_accepted_by_every_vendored_eso_schema() -> anyhow
                     &EsoKind::ExternalSecret.api_resource(*v),
                 );
                 for child in render(b, *v)? {
-                    api.patch(&child.name_any(), &pp.clone().dry_run(), &Patch::Apply(&child))
-                        .await
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "ESO {release} rejects the {} child of {}: {e}\n{}",
-                                v.as_str(),
-                                b.name_any(),
-                                serde_yaml::to_string(&child).unwrap_or_default()
-                            )
-                        })?;
+                    api.patch(
+                        &child.name_any(),
+                        &pp.clone().dry_run(),
+                        &Patch::Apply(&child),
+                    )
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "ESO {release} rejects the {} child of {}: {e}\n{}",
+                            v.as_str(),
+                            b.name_any(),
+                            serde_yaml::to_string(&child).unwrap_or_default()
+                        )
+                    })?;
                     checked += 1;
                 }
             }

@@ -92,10 +92,7 @@ async fn a_rejected_child_is_reported_in_the_apiservers_words_and_recovers() -> 
         ready.message
     );
     assert!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Stalled" && c.status == "True"),
+        wait::condition_true(&status, "Stalled"),
         "a rejection is something wrong, not something to wait for: {:?}",
         status.conditions
     );
