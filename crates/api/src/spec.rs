@@ -49,7 +49,13 @@ pub struct SecretBundleSpec {
 
     /// Bundles (by name) that must be Ready before this one applies anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+        )
+    )]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub depends_on: Vec<BundleName>,
 
@@ -70,6 +76,9 @@ pub struct SecretBundleSpec {
     /// The ExternalSecrets, one per entry, keyed by `name`.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    #[x_kube(validation = Rule::new(
+        "self.all(x, self.exists_one(y, (has(y.targetName) ? y.targetName : y.name) == (has(x.targetName) ? x.targetName : x.name)))"
+    ).message("two entries write the same Secret: targetName (or name, when targetName is unset) must be unique in a bundle"))]
     pub secrets: Vec<BundleSecret>,
 }
 
