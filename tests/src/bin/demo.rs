@@ -120,7 +120,13 @@ async fn main() -> Result<()> {
         "Logs: {}   Press Ctrl-C to stop everything.",
         cp.dir().display()
     );
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C, or SIGTERM from `timeout`, a supervisor or `kill`: either way everything started
+    // here is stopped as the values holding it are dropped.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     println!("\nStopping.");
     Ok(())
 }
