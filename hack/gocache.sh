@@ -12,6 +12,12 @@ cache_dir() {
 go_build() {
   [[ -x "$3" ]] && return 0
   mkdir -p "$(dirname "$3")"
+  # One build per binary: a second caller (CI builds these in the background while cargo
+  # compiles) waits for the first, then finds the binary there.
+  local lock
+  exec {lock}>"$3.lock"
+  flock "$lock"
+  [[ -x "$3" ]] && { exec {lock}>&-; return 0; }
   echo "building $(basename "$3") from $(basename "$1")/go.mod (first run takes several minutes)..." >&2
   local start=$SECONDS log
   log=$(mktemp)
@@ -22,9 +28,11 @@ go_build() {
     awk '{ n++ } n % 200 == 0 { printf "  ... %d packages compiled\n", n; fflush() }' >&2; then
     tail -n 30 "$log" >&2
     rm -f "$log"
+    exec {lock}>&-
     return 1
   fi
   rm -f "$log"
   mv "$3.tmp" "$3"
+  exec {lock}>&-
   echo "built $(basename "$3") in $((SECONDS - start))s" >&2
 }
