@@ -3,9 +3,13 @@
 //! A bundle is one service's set of External Secrets Operator `ExternalSecret`s for one
 //! target namespace. It carries Vault key *references* only: no field can hold a secret value.
 
+mod secret;
+mod source;
 mod spec;
 mod status;
 
+pub use secret::*;
+pub use source::*;
 pub use spec::*;
 pub use status::*;
 

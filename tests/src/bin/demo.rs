@@ -141,8 +141,8 @@ fn vault_keys(bundles: &[SecretBundle]) -> BTreeMap<String, BTreeMap<String, Str
                 .or_default()
                 .insert(prop, value);
         }
-        for d in &s.data_from {
-            let key = keys.entry(d.extract.key.clone()).or_default();
+        for e in s.data_from.iter().filter_map(|d| d.extract.as_ref()) {
+            let key = keys.entry(e.key.clone()).or_default();
             for (k, v) in [
                 ("username", "demo"),
                 ("password", "demo-password"),
