@@ -132,6 +132,18 @@ impl OpenBao {
         }
         Ok(())
     }
+
+    /// Deletes `secret/<path>` with every version of it (KV v2 metadata delete).
+    pub fn delete(&self, path: &str) -> Result<()> {
+        let out = self.cli(&["kv", "metadata", "delete", "-mount=secret", path])?;
+        if !out.status.success() {
+            bail!(
+                "bao kv metadata delete {path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The ESO controller binary, built from the pinned Go module by `hack/eso.sh`.
@@ -139,8 +151,8 @@ pub fn eso_binary() -> Result<PathBuf> {
     crate::controlplane::built("hack/eso.sh")
 }
 
-/// ESO's v0.16.2 CRDs, plus GeneratorState, which its controller always watches (both vendored
-/// in `tests/fixtures/eso-crds/`).
+/// ESO's v0.16.2 CRDs, plus its GeneratorState (which its controller always watches), Password
+/// and ClusterGenerator CRDs (all vendored in `tests/fixtures/eso-crds/`).
 pub async fn install_eso_v0_16(client: &Client) -> Result<()> {
     let mut crds = eso::crds("v0.16.2")?;
     crds.extend(eso::crds("v0.16.2-generators")?);

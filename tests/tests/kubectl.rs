@@ -65,6 +65,78 @@ async fn bad_input_is_rejected_naming_the_field() -> anyhow::Result<()> {
             bundle_yaml("a", "ns", "", "    - name: db\n"),
             "each secret needs at least one entry in data or dataFrom",
         ),
+        (
+            "ESO deleting a Secret it does not own",
+            bundle_yaml(
+                "a",
+                "ns",
+                "",
+                &format!("{ONE_SECRET}      creationPolicy: Merge\n      deletionPolicy: Delete\n"),
+            ),
+            "deletionPolicy Delete needs creationPolicy Owner",
+        ),
+        (
+            "merging into no Secret",
+            bundle_yaml(
+                "a",
+                "ns",
+                "",
+                &format!("{ONE_SECRET}      creationPolicy: None\n      deletionPolicy: Merge\n"),
+            ),
+            "deletionPolicy Merge cannot be used with creationPolicy None",
+        ),
+        (
+            "a creation policy ESO v0.16 does not have",
+            bundle_yaml(
+                "a",
+                "ns",
+                "",
+                &format!("{ONE_SECRET}      creationPolicy: CreateOrMerge\n"),
+            ),
+            r#"spec.secrets[0].creationPolicy: Unsupported value: "CreateOrMerge""#,
+        ),
+        (
+            "two sources in one dataFrom entry",
+            bundle_yaml(
+                "a",
+                "ns",
+                "",
+                "    - name: db\n      dataFrom: [{extract: {key: a}, sourceRef: {generatorRef: {kind: Password, name: pw}}}]\n",
+            ),
+            "each dataFrom entry needs exactly one of extract, find or sourceRef",
+        ),
+        (
+            "find matching everything",
+            bundle_yaml(
+                "a",
+                "ns",
+                "",
+                "    - name: db\n      dataFrom: [{find: {path: db/}}]\n",
+            ),
+            "find needs a name regexp or tags",
+        ),
+        (
+            "rewrite both ways at once",
+            bundle_yaml(
+                "a",
+                "ns",
+                "",
+                "    - name: db\n      dataFrom: [{extract: {key: a}, rewrite: [{regexp: {source: a, target: b}, transform: {template: x}}]}]\n",
+            ),
+            "each rewrite needs exactly one of regexp or transform",
+        ),
+        (
+            "template from two places",
+            bundle_yaml(
+                "a",
+                "ns",
+                "",
+                &format!(
+                    "{ONE_SECRET}      template: {{templateFrom: [{{configMap: {{name: a, items: [{{key: k}}]}}, secret: {{name: b, items: [{{key: k}}]}}}}]}}\n"
+                ),
+            ),
+            "each templateFrom entry needs exactly one of configMap or secret",
+        ),
     ];
     for (what, yaml, expected) in cases {
         let (ok, out) = apply(&env, &yaml)?;

@@ -181,8 +181,6 @@ pub async fn sync(
                 // New: no force, so an object someone created meanwhile is a conflict, not ours.
                 None => PatchParams::apply(MANAGER),
             };
-            // Strict: a field the installed CRD lacks is an error, never silently pruned.
-            let pp = pp.validation_strict();
             match api.patch(&name, &pp, &Patch::Apply(&want)).await {
                 Ok(applied) => {
                     metrics.applied();
