@@ -176,13 +176,13 @@ impl Target {
 }
 
 pub fn render(args: RenderArgs) -> anyhow::Result<()> {
+    let target = Target::from_args(&args)?;
     let text = if args.file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?
     };
-    let target = Target::from_args(&args)?;
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(doc)?;
