@@ -184,21 +184,18 @@ impl std::fmt::Display for EsoTooOld {
             if i > 0 {
                 f.write_str("; ")?;
             }
+            // Only the table knows which release brought a field; without it, say what is missing.
             let needs = match u.since {
-                Some(r) => format!("ESO {r} or later"),
-                None => "a newer ESO".into(),
+                Some(r) => format!("needs ESO {r} or later"),
+                None => "cannot be expressed".into(),
             };
             match &u.gap.value {
                 Some(v) => write!(
                     f,
-                    "{} {v} needs {needs}: {} does not accept {v:?} for {}",
+                    "{} {v} {needs}: {} does not accept {v:?} for {}",
                     u.field, self.by, u.gap.path
                 )?,
-                None => write!(
-                    f,
-                    "{} needs {needs}: {} has no {}",
-                    u.field, self.by, u.gap.path
-                )?,
+                None => write!(f, "{} {needs}: {} has no {}", u.field, self.by, u.gap.path)?,
             }
         }
         if self.fields.len() > SHOWN {

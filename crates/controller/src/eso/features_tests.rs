@@ -146,6 +146,20 @@ fn the_refusal_names_field_eso_version_and_the_way_out() {
             since: Some(Release(2, 9, 0)),
         }],
     };
+    let unknown = EsoTooOld {
+        by: "ESO v0.16.2".into(),
+        fields: vec![Unsupported {
+            field: "spec.secrets[0].template".into(),
+            gap: Gap {
+                path: "spec.target.template.engineVersion".into(),
+                value: None,
+            },
+            since: None,
+        }],
+    };
+    assert!(unknown.to_string().starts_with(
+        "spec.secrets[0].template cannot be expressed: ESO v0.16.2 has no spec.target.template.engineVersion"
+    ));
     assert!(kind.to_string().starts_with(
         "spec.secrets[0].dataFrom[0].sourceRef.generatorRef.kind SSHKey needs ESO v2.9.0 or later: \
          ESO v0.16.2 does not accept \"SSHKey\" for spec.dataFrom[0].sourceRef.generatorRef.kind"
