@@ -133,6 +133,18 @@ impl OpenBao {
         }
         Ok(())
     }
+
+    /// Deletes `secret/<path>` with every version of it (KV v2 metadata delete).
+    pub fn delete(&self, path: &str) -> Result<()> {
+        let out = self.cli(&["kv", "metadata", "delete", "-mount=secret", path])?;
+        if !out.status.success() {
+            bail!(
+                "bao kv metadata delete {path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The ESO controller binary, built from the pinned Go module by `hack/eso.sh`.
@@ -140,8 +152,8 @@ pub fn eso_binary() -> Result<PathBuf> {
     crate::controlplane::built("hack/eso.sh")
 }
 
-/// ESO's v0.16.2 CRDs, plus GeneratorState, which its controller always watches (both vendored
-/// in `tests/fixtures/eso-crds/`).
+/// ESO's v0.16.2 CRDs, plus its GeneratorState (which its controller always watches), Password
+/// and ClusterGenerator CRDs (all vendored in `tests/fixtures/eso-crds/`).
 pub async fn install_eso_v0_16(client: &Client) -> Result<()> {
     let mut crds = eso::crds("v0.16.2")?;
     crds.extend(eso::crds("v0.16.2-generators")?);
@@ -265,8 +277,8 @@ pub fn demo_vault_keys(bundles: &[SecretBundle]) -> BTreeMap<String, BTreeMap<St
                 .or_default()
                 .insert(prop, value);
         }
-        for d in &s.data_from {
-            let key = keys.entry(d.extract.key.clone()).or_default();
+        for e in s.data_from.iter().filter_map(|d| d.extract.as_ref()) {
+            let key = keys.entry(e.key.clone()).or_default();
             for (k, v) in [
                 ("username", "demo"),
                 ("password", "demo-password"),

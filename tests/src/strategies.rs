@@ -6,8 +6,9 @@ use proptest::collection::{btree_map, btree_set, vec};
 use proptest::option;
 use proptest::prelude::*;
 use secretbundle_api::{
-    AdoptionPolicy, BundleSecret, DataFrom, DeletionPolicy, RemoteRef, SecretBundle,
-    SecretBundleSpec, SecretData, SecretStoreRef, StoreKind,
+    AdoptionPolicy, BundleSecret, ConversionStrategy, CreationPolicy, DataFrom, DecodingStrategy,
+    DeletionPolicy, RemoteRef, SecretBundle, SecretBundleSpec, SecretData, SecretDeletionPolicy,
+    SecretStoreRef, StoreKind,
 };
 
 /// A DNS-1123 label (namespaces, ExternalSecret names).
@@ -49,12 +50,25 @@ fn remote_ref() -> impl Strategy<Value = RemoteRef> {
         "[a-z][a-z0-9/_-]{0,30}",
         option::of("[a-zA-Z0-9._-]{1,16}"),
         option::of("[0-9]{1,3}"),
+        option::of(prop_oneof![
+            Just(ConversionStrategy::Default),
+            Just(ConversionStrategy::Unicode)
+        ]),
+        option::of(prop_oneof![
+            Just(DecodingStrategy::None),
+            Just(DecodingStrategy::Base64)
+        ]),
     )
-        .prop_map(|(key, property, version)| RemoteRef {
-            key,
-            property,
-            version,
-        })
+        .prop_map(
+            |(key, property, version, conversion_strategy, decoding_strategy)| RemoteRef {
+                key,
+                property,
+                version,
+                conversion_strategy,
+                decoding_strategy,
+                metadata_policy: None,
+            },
+        )
 }
 
 fn secret(name: String) -> impl Strategy<Value = BundleSecret> {
@@ -66,7 +80,24 @@ fn secret(name: String) -> impl Strategy<Value = BundleSecret> {
             })
             .collect::<Vec<_>>()
     });
-    let data_from = vec(remote_ref().prop_map(|extract| DataFrom { extract }), 0..2);
+    let data_from = vec(
+        remote_ref().prop_map(|extract| DataFrom {
+            extract: Some(extract),
+            find: None,
+            source_ref: None,
+            rewrite: vec![],
+        }),
+        0..2,
+    );
+    // Policies every vendored ESO release serves, in combinations its CRD rules admit.
+    let policies = (
+        option::of(prop_oneof![
+            Just(CreationPolicy::Owner),
+            Just(CreationPolicy::Orphan)
+        ]),
+        option::of(Just(SecretDeletionPolicy::Retain)),
+        option::of(any::<bool>()),
+    );
     (
         data,
         data_from,
@@ -81,23 +112,31 @@ fn secret(name: String) -> impl Strategy<Value = BundleSecret> {
             Just(AdoptionPolicy::Never),
             Just(AdoptionPolicy::IfExists)
         ]),
+        policies,
     )
         .prop_filter("data or dataFrom", |(d, f, ..)| {
             !d.is_empty() || !f.is_empty()
         })
         .prop_map(
-            move |(data, data_from, store, refresh, secret_type, labels, adoption)| BundleSecret {
-                name: name.clone(),
-                // Unique by construction: every entry writes the Secret named after itself.
-                target_name: None,
-                secret_type,
-                labels: labels.clone(),
-                annotations: labels,
-                secret_store_ref: store,
-                refresh_interval: refresh,
-                adoption_policy: adoption,
-                data,
-                data_from,
+            move |(data, data_from, store, refresh, secret_type, labels, adoption, policies)| {
+                BundleSecret {
+                    name: name.clone(),
+                    // Unique by construction: every entry writes the Secret named after itself.
+                    target_name: None,
+                    secret_type,
+                    labels: labels.clone(),
+                    annotations: labels,
+                    secret_store_ref: store,
+                    refresh_interval: refresh,
+                    adoption_policy: adoption,
+                    creation_policy: policies.0,
+                    deletion_policy: policies.1,
+                    immutable: policies.2,
+                    refresh_policy: None,
+                    template: None,
+                    data,
+                    data_from,
+                }
             },
         )
 }

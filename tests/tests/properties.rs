@@ -70,6 +70,8 @@ fn facts(bundle: &SecretBundle) -> impl Strategy<Value = Facts> + use<> {
             move |(namespace, crd, dep_facts, cycle, store_facts)| Facts {
                 namespace,
                 crd,
+                // No served schema known: the ESO feature gate has nothing to hold against.
+                eso_schema: None,
                 dependencies: deps.clone().into_iter().zip(dep_facts).collect(),
                 cycle: cycle.then(|| vec!["a".into(), "b".into(), "a".into()]),
                 stores: stores.clone().into_iter().zip(store_facts).collect(),

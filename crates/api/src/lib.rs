@@ -1,11 +1,16 @@
 //! The `SecretBundle` custom resource (`secrets.ameide.io/v1alpha1`): types only.
 //!
 //! A bundle is one service's set of External Secrets Operator `ExternalSecret`s for one
-//! target namespace. It carries Vault key *references* only: no field can hold a secret value.
+//! target namespace. It carries store key *references*, templates and generator references:
+//! secret values come from the store or a generator, never from the bundle.
 
+mod secret;
+mod source;
 mod spec;
 mod status;
 
+pub use secret::*;
+pub use source::*;
 pub use spec::*;
 pub use status::*;
 

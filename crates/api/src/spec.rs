@@ -1,9 +1,7 @@
-use std::collections::BTreeMap;
-
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::SecretBundleStatus;
+use crate::{BundleSecret, SecretBundleStatus};
 
 /// One service's ExternalSecrets for one target namespace.
 ///
@@ -159,106 +157,4 @@ pub enum AdoptionPolicy {
     Never,
     /// Take it over in place (same object, same UID, its Secret never disappears).
     IfExists,
-}
-
-/// One ExternalSecret of the bundle.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)")
-    .message("each secret needs at least one entry in data or dataFrom"))]
-pub struct BundleSecret {
-    /// Name of the ExternalSecret, unique in the bundle.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
-    pub name: String,
-
-    /// Name of the Kubernetes Secret ESO writes; defaults to `name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
-    pub target_name: Option<String>,
-
-    /// Type of the Secret, e.g. `kubernetes.io/dockerconfigjson`; defaults to `Opaque`.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    pub secret_type: Option<String>,
-
-    /// Labels for the Secret.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-
-    /// Annotations for the Secret.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-
-    /// Store for this secret only; defaults to the bundle's `secretStoreRef`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_store_ref: Option<SecretStoreRef>,
-
-    /// Refresh interval for this secret only; defaults to the bundle's `refreshInterval`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$"))]
-    pub refresh_interval: Option<String>,
-
-    /// Adoption policy for this secret only; defaults to the bundle's `adoptionPolicy`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adoption_policy: Option<AdoptionPolicy>,
-
-    /// Individual keys: one Secret key per remote key (or property of it).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 128))]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["secretKey".into()]))]
-    pub data: Vec<SecretData>,
-
-    /// Whole remote secrets whose every property becomes a Secret key.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    pub data_from: Vec<DataFrom>,
-}
-
-impl BundleSecret {
-    /// The Kubernetes Secret this entry produces.
-    pub fn target_secret_name(&self) -> &str {
-        self.target_name.as_deref().unwrap_or(&self.name)
-    }
-}
-
-/// One key of the target Secret and where its value lives in the store.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretData {
-    /// Key in the target Secret.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
-    pub secret_key: String,
-    /// Where the value lives in the store.
-    pub remote_ref: RemoteRef,
-}
-
-/// A location in the external store (a Vault path, optionally one property of it).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RemoteRef {
-    /// Key (path) in the store, e.g. `argocd/admin`.
-    #[schemars(length(min = 1, max = 1024))]
-    pub key: String,
-    /// Property within the key, e.g. `password`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024))]
-    pub property: Option<String>,
-    /// Version of the key, where the store supports versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
-    pub version: Option<String>,
-}
-
-/// A source of many keys at once.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DataFrom {
-    /// Extract every property of one remote key.
-    pub extract: RemoteRef,
 }

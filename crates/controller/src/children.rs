@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::{Client, ResourceExt};
 use secretbundle_api::{
     AdoptionPolicy, BUNDLE_LABEL, BundleSecret, MANAGED_BY_LABEL, MANAGER, REFRESH_ANNOTATION,
-    SecretBundle,
+    RefreshPolicy, SecretBundle,
 };
 use serde_json::{Value, json};
 
@@ -255,11 +255,22 @@ fn rejected(s: &kube::core::Status) -> bool {
 }
 
 fn refresh_disabled(bundle: &SecretBundle, spec: &BundleSecret) -> bool {
-    is_zero_duration(
-        spec.refresh_interval
-            .as_deref()
-            .unwrap_or(&bundle.spec.refresh_interval),
-    )
+    no_refresh_cause(bundle, spec).is_some()
+}
+
+/// Why ESO will not sync this child again after its first sync (not even on request), if so:
+/// ESO's `shouldRefresh`. OnChange re-syncs on any change to the child, force-sync included.
+fn no_refresh_cause(bundle: &SecretBundle, spec: &BundleSecret) -> Option<&'static str> {
+    match spec.refresh_policy {
+        Some(RefreshPolicy::CreatedOnce) => Some("refreshPolicy is CreatedOnce"),
+        Some(RefreshPolicy::OnChange) => None,
+        Some(RefreshPolicy::Periodic) | None => is_zero_duration(
+            spec.refresh_interval
+                .as_deref()
+                .unwrap_or(&bundle.spec.refresh_interval),
+        )
+        .then_some("refreshInterval is zero"),
+    }
 }
 
 /// A Go duration (as the schema admits them: `0`, `0s`, `1h30m`, `0.5s`) that is zero. Units
@@ -269,19 +280,18 @@ pub fn is_zero_duration(d: &str) -> bool {
         && d.chars().filter(char::is_ascii_digit).all(|c| c == '0')
 }
 
-/// ESO ignores force-sync on a child with refreshInterval "0" once it has synced: say so.
+/// ESO ignores force-sync on a child it will not sync again: say so, naming each and why.
 fn refresh_note(bundle: &SecretBundle) -> Option<String> {
     bundle.annotations().get(REFRESH_ANNOTATION)?;
-    let skipped: Vec<&str> = bundle
+    let skipped: Vec<String> = bundle
         .spec
         .secrets
         .iter()
-        .filter(|s| refresh_disabled(bundle, s))
-        .map(|s| s.name.as_str())
+        .filter_map(|s| Some(format!("{} ({})", s.name, no_refresh_cause(bundle, s)?)))
         .collect();
     (!skipped.is_empty()).then(|| {
         format!(
-            "; refresh request not honoured by ESO for {} (refreshInterval is zero)",
+            "; refresh request not honoured by ESO for {}",
             skipped.join(", ")
         )
     })
@@ -402,6 +412,36 @@ mod tests {
         for nonzero in ["1h", "0.5s", "10m", "1h0m", "100ms"] {
             assert!(!is_zero_duration(nonzero), "{nonzero}");
         }
+    }
+
+    #[test]
+    fn the_refresh_note_names_every_child_eso_will_not_refresh_and_why() {
+        let b: SecretBundle = serde_json::from_value(json!({
+            "metadata": {"name": "b", "annotations": {REFRESH_ANNOTATION: "r1"}},
+            "spec": {"targetNamespace": "ns", "secretStoreRef": {"name": "s"}, "refreshInterval": "0s",
+                "secrets": [
+                    {"name": "zero", "dataFrom": [{"extract": {"key": "k"}}]},
+                    {"name": "periodic-zero", "refreshPolicy": "Periodic", "dataFrom": [{"extract": {"key": "k"}}]},
+                    {"name": "on-change", "refreshPolicy": "OnChange", "dataFrom": [{"extract": {"key": "k"}}]},
+                    {"name": "once", "refreshPolicy": "CreatedOnce", "refreshInterval": "1h", "dataFrom": [{"extract": {"key": "k"}}]},
+                    {"name": "hourly", "refreshInterval": "1h", "dataFrom": [{"extract": {"key": "k"}}]}
+                ]}
+        }))
+        .expect("bundle");
+        assert_eq!(
+            refresh_note(&b).as_deref(),
+            Some(
+                "; refresh request not honoured by ESO for zero (refreshInterval is zero), \
+                 periodic-zero (refreshInterval is zero), once (refreshPolicy is CreatedOnce)"
+            )
+        );
+        let refreshed: Vec<bool> = b
+            .spec
+            .secrets
+            .iter()
+            .map(|s| refresh_disabled(&b, s))
+            .collect();
+        assert_eq!(refreshed, [true, true, false, true, false]);
     }
 
     #[test]

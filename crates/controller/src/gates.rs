@@ -8,8 +8,9 @@ use kube::core::{Selector, SelectorExt};
 use secretbundle_api::{SecretBundle, StoreKind, condition};
 use serde::Deserialize;
 
-use crate::eso::{CrdProblem, EsoVersion};
+use crate::eso::{Capabilities, CrdProblem, EsoVersion, ServedSchema, features};
 use crate::reason::Reason;
+use crate::render::render;
 
 /// The target namespace as the gate sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +58,8 @@ pub struct StoreCondition {
 pub struct Facts {
     pub namespace: NamespaceFact,
     pub crd: Result<EsoVersion, CrdProblem>,
+    /// The schema the ExternalSecret CRD serves for that version, when it has one.
+    pub eso_schema: Option<ServedSchema>,
     /// In `dependsOn` order.
     pub dependencies: Vec<(String, DependencyFact)>,
     /// A dependency path that leads back to this bundle, if any.
@@ -98,12 +101,14 @@ impl Blocked {
     }
 }
 
-/// Every store the bundle reads from, deduplicated, in first-use order.
+/// Every store the bundle reads from, deduplicated, in first-use order. A secret fed only by
+/// generators reads none.
 pub fn referenced_stores(bundle: &SecretBundle) -> Vec<StoreKey> {
     let mut seen = BTreeSet::new();
     let spec = &bundle.spec;
     spec.secrets
         .iter()
+        .filter(|s| s.reads_store())
         .map(|s| {
             s.secret_store_ref
                 .as_ref()
@@ -150,6 +155,7 @@ pub fn evaluate(bundle: &SecretBundle, facts: &Facts) -> Result<EsoVersion, Bloc
             ),
         )
     })?;
+    eso_support(bundle, version, facts.eso_schema.as_ref())?;
     if let Some(cycle) = &facts.cycle {
         return Err(Blocked::new(
             Reason::DependencyCycle,
@@ -214,6 +220,20 @@ pub fn evaluate(bundle: &SecretBundle, facts: &Facts) -> Result<EsoVersion, Bloc
         }
     }
     Ok(version)
+}
+
+/// Whether the installed ExternalSecret CRD can express every field the bundle's children use.
+/// A spec that does not render is left to the apply step, which reports it as InvalidSpec.
+pub fn eso_support(
+    bundle: &SecretBundle,
+    version: EsoVersion,
+    schema: Option<&ServedSchema>,
+) -> Result<(), Blocked> {
+    let (Some(schema), Ok(children)) = (schema, render(bundle, version)) else {
+        return Ok(());
+    };
+    features::check(&children, Capabilities::Installed(schema))
+        .map_err(|e| Blocked::new(Reason::EsoUpgradeRequired, e.to_string()))
 }
 
 /// ESO's rule: no conditions admit every namespace; otherwise any selector, name or

@@ -28,6 +28,7 @@ fn open_facts() -> Facts {
             labels: BTreeMap::from([("env".into(), "local".into())]),
         },
         crd: Ok(EsoVersion::V1),
+        eso_schema: None,
         dependencies: vec![("platform".into(), DependencyFact::Ready)],
         cycle: None,
         stores: vec![
@@ -216,6 +217,72 @@ fn referenced_stores_are_deduplicated() {
             r#"ClusterSecretStore "ameide-vault""#,
             r#"SecretStore "local""#
         ]
+    );
+}
+
+#[test]
+fn a_secret_fed_only_by_generators_reads_and_waits_for_no_store() {
+    let mut b = bundle();
+    b.spec.secrets[1].data.clear();
+    b.spec.secrets[1].data_from = vec![
+        serde_json::from_value(serde_json::json!(
+            {"sourceRef": {"generatorRef": {"kind": "Password", "name": "pw"}}}
+        ))
+        .expect("dataFrom"),
+    ];
+    let keys: Vec<String> = referenced_stores(&b)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(keys, vec![r#"ClusterSecretStore "ameide-vault""#]);
+}
+
+/// An ExternalSecret schema that serves what the test bundle uses, but no `refreshPolicy`.
+fn schema_without_refresh_policy() -> ServedSchema {
+    let open = serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let crd = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "externalsecrets.external-secrets.io"},
+        "spec": {"group": "external-secrets.io", "scope": "Namespaced",
+            "names": {"plural": "externalsecrets", "kind": "ExternalSecret"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                    "secretStoreRef": open, "target": open,
+                    "refreshInterval": {"type": "string"},
+                    "data": {"type": "array", "items": open}}}}}}}]}
+    }))
+    .expect("crd");
+    ServedSchema::of(&crd, EsoVersion::V1).expect("schema")
+}
+
+#[test]
+fn a_field_the_installed_eso_lacks_stalls_the_bundle_right_after_the_crd_gate() {
+    let mut facts = open_facts();
+    facts.eso_schema = Some(schema_without_refresh_policy());
+    assert_eq!(evaluate(&bundle(), &facts), Ok(EsoVersion::V1));
+
+    let mut b = bundle();
+    b.spec.secrets[1].refresh_policy = Some(secretbundle_api::RefreshPolicy::CreatedOnce);
+    facts.dependencies = vec![("platform".into(), DependencyFact::Missing)];
+    let blocked = evaluate(&b, &facts).expect_err("refused");
+    assert_eq!(blocked.reason, Reason::EsoUpgradeRequired);
+    assert!(
+        blocked.message.starts_with(
+            "spec.secrets[1].refreshPolicy needs ESO v0.16.1 or later: the installed \
+             ExternalSecret CRD (external-secrets.io/v1) has no spec.refreshPolicy"
+        ),
+        "{}",
+        blocked.message
+    );
+    // The same CRD serves the bundle without the field: it goes on to wait for its dependency.
+    assert_eq!(
+        evaluate(&bundle(), &facts).expect_err("waits").reason,
+        Reason::WaitingForDependency
+    );
+    // Earlier gates come first.
+    facts.namespace = NamespaceFact::Absent;
+    assert_eq!(
+        evaluate(&b, &facts).expect_err("waits").reason,
+        Reason::WaitingForNamespace
     );
 }
 

@@ -10,7 +10,7 @@ use secretbundle_api::{SecretBundle, StoreKind};
 use serde_json::Value;
 
 use crate::error::{Error, KubeContext};
-use crate::eso::{self, EsoKind, EsoVersion};
+use crate::eso::{self, EsoKind, EsoVersion, ServedSchema};
 use crate::gates::{
     self, DependencyFact, Facts, NamespaceFact, StoreCondition, StoreFact, StoreKey,
 };
@@ -32,7 +32,7 @@ pub async fn facts(
             labels: ns.labels().clone(),
         },
     };
-    let crd = eso_version(client).await?;
+    let (crd, eso_schema) = external_secret_api(client).await?;
 
     let dependencies: Vec<(String, DependencyFact)> = bundle
         .spec
@@ -82,6 +82,7 @@ pub async fn facts(
     Ok(Facts {
         namespace,
         crd,
+        eso_schema,
         dependencies,
         cycle,
         stores,
@@ -93,16 +94,35 @@ pub async fn eso_version(client: &Client) -> Result<Result<EsoVersion, eso::CrdP
     crd_version(client, EsoKind::ExternalSecret).await
 }
 
+/// [`eso_version`], plus the schema the CRD serves for it (what the bundle may use).
+pub async fn external_secret_api(
+    client: &Client,
+) -> Result<(Result<EsoVersion, eso::CrdProblem>, Option<ServedSchema>), Error> {
+    let crd = get_crd(client, EsoKind::ExternalSecret).await?;
+    let version = eso::usable_version(crd.as_ref());
+    let schema = match (&crd, &version) {
+        (Some(crd), Ok(v)) => ServedSchema::of(crd, *v),
+        _ => None,
+    };
+    Ok((version, schema))
+}
+
 /// The version to read or write `kind` in, from its own CRD.
 async fn crd_version(
     client: &Client,
     kind: EsoKind,
 ) -> Result<Result<EsoVersion, eso::CrdProblem>, Error> {
-    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+    Ok(eso::usable_version(get_crd(client, kind).await?.as_ref()))
+}
+
+async fn get_crd(
+    client: &Client,
+    kind: EsoKind,
+) -> Result<Option<CustomResourceDefinition>, Error> {
+    Api::<CustomResourceDefinition>::all(client.clone())
         .get_opt(&kind.crd_name())
         .await
-        .during("get ESO CRD")?;
-    Ok(eso::usable_version(crd.as_ref()))
+        .during("get ESO CRD")
 }
 
 fn store_kind(kind: StoreKind) -> EsoKind {

@@ -34,6 +34,9 @@ pub enum Reason {
     Conflict,
     /// The spec passed the schema but cannot be rendered (the message names the field).
     InvalidSpec,
+    /// The installed ESO cannot express a field the bundle uses (the message names the field
+    /// and the ESO version); nothing is applied until ESO is upgraded.
+    EsoUpgradeRequired,
 }
 
 /// How a reason maps onto the kstatus conditions (and so onto Argo CD and Flux health).
@@ -54,7 +57,7 @@ pub enum Phase {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Ready,
         Reason::Suspended,
         Reason::WaitingForNamespace,
@@ -70,6 +73,7 @@ impl Reason {
         Reason::StoreNotAllowed,
         Reason::Conflict,
         Reason::InvalidSpec,
+        Reason::EsoUpgradeRequired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Reason {
             Reason::StoreNotAllowed => "StoreNotAllowed",
             Reason::Conflict => "Conflict",
             Reason::InvalidSpec => "InvalidSpec",
+            Reason::EsoUpgradeRequired => "EsoUpgradeRequired",
         }
     }
 
@@ -114,7 +119,8 @@ impl Reason {
             | Reason::DependencyCycle
             | Reason::StoreNotAllowed
             | Reason::Conflict
-            | Reason::InvalidSpec => Phase::Stalled,
+            | Reason::InvalidSpec
+            | Reason::EsoUpgradeRequired => Phase::Stalled,
         }
     }
 }

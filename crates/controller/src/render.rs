@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt, api::DynamicObject};
 use secretbundle_api::{
-    BUNDLE_LABEL, BundleSecret, DeletionPolicy, MANAGED_BY_LABEL, MANAGER, REFRESH_ANNOTATION,
-    RemoteRef, SecretBundle,
+    BUNDLE_LABEL, BundleSecret, DataFrom, DeletionPolicy, MANAGED_BY_LABEL, MANAGER,
+    REFRESH_ANNOTATION, SecretBundle,
 };
 use serde_json::{Map, Value, json};
 
-use crate::eso::{EsoKind, EsoVersion, FORCE_SYNC_ANNOTATION};
+use crate::eso::{EsoKind, EsoVersion, FORCE_SYNC_ANNOTATION, GENERATORS_API_VERSION};
 
 /// A spec the schema let through but that cannot be rendered; `field` names the culprit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,56 +68,34 @@ fn render_one(
     owner: Option<OwnerReference>,
 ) -> DynamicObject {
     let spec = &bundle.spec;
-    let store = secret
-        .secret_store_ref
-        .as_ref()
-        .unwrap_or(&spec.secret_store_ref);
     let refresh = secret
         .refresh_interval
         .as_deref()
         .unwrap_or(&spec.refresh_interval);
 
-    let mut target = Map::new();
-    target.insert("name".into(), secret.target_secret_name().into());
-    let mut template = Map::new();
-    if let Some(t) = &secret.secret_type {
-        template.insert("type".into(), t.clone().into());
-    }
-    let mut template_meta = Map::new();
-    if !secret.labels.is_empty() {
-        template_meta.insert("labels".into(), json!(secret.labels));
-    }
-    if !secret.annotations.is_empty() {
-        template_meta.insert("annotations".into(), json!(secret.annotations));
-    }
-    if !template_meta.is_empty() {
-        template.insert("metadata".into(), template_meta.into());
-    }
-    if !template.is_empty() {
-        target.insert("template".into(), template.into());
-    }
-
     let mut es_spec = Map::new();
-    es_spec.insert(
-        "secretStoreRef".into(),
-        json!({"name": store.name, "kind": store.kind()}),
-    );
+    // A secret fed only by generators reads no store; naming one would make ESO (and the store
+    // gate) wait for a store it never uses.
+    if secret.reads_store() {
+        let store = secret
+            .secret_store_ref
+            .as_ref()
+            .unwrap_or(&spec.secret_store_ref);
+        es_spec.insert(
+            "secretStoreRef".into(),
+            json!({"name": store.name, "kind": store.kind()}),
+        );
+    }
     es_spec.insert("refreshInterval".into(), refresh.into());
-    es_spec.insert("target".into(), target.into());
+    if let Some(p) = secret.refresh_policy {
+        es_spec.insert("refreshPolicy".into(), json!(p));
+    }
+    es_spec.insert("target".into(), target(secret));
     if !secret.data.is_empty() {
-        let data: Vec<Value> = secret
-            .data
-            .iter()
-            .map(|d| json!({"secretKey": d.secret_key, "remoteRef": remote_ref(&d.remote_ref)}))
-            .collect();
-        es_spec.insert("data".into(), data.into());
+        es_spec.insert("data".into(), json!(secret.data));
     }
     if !secret.data_from.is_empty() {
-        let from: Vec<Value> = secret
-            .data_from
-            .iter()
-            .map(|d| json!({"extract": remote_ref(&d.extract)}))
-            .collect();
+        let from: Vec<Value> = secret.data_from.iter().map(data_from).collect();
         es_spec.insert("dataFrom".into(), from.into());
     }
 
@@ -144,133 +122,74 @@ fn render_one(
     obj
 }
 
-fn remote_ref(r: &RemoteRef) -> Value {
-    let mut m = Map::new();
-    m.insert("key".into(), r.key.clone().into());
-    if let Some(p) = &r.property {
-        m.insert("property".into(), p.clone().into());
+/// `spec.target`: the Secret's name, how ESO creates and keeps it, and its template. Only what
+/// the bundle sets is written; ESO's own defaults fill the rest.
+fn target(secret: &BundleSecret) -> Value {
+    let mut target = Map::new();
+    target.insert("name".into(), secret.target_secret_name().into());
+    if let Some(p) = secret.creation_policy {
+        target.insert("creationPolicy".into(), json!(p));
     }
-    if let Some(v) = &r.version {
-        m.insert("version".into(), v.clone().into());
+    if let Some(p) = secret.deletion_policy {
+        target.insert("deletionPolicy".into(), json!(p));
+    }
+    if let Some(i) = secret.immutable {
+        target.insert("immutable".into(), i.into());
+    }
+    let mut template = Map::new();
+    if let Some(t) = &secret.secret_type {
+        template.insert("type".into(), t.clone().into());
+    }
+    let mut template_meta = Map::new();
+    if !secret.labels.is_empty() {
+        template_meta.insert("labels".into(), json!(secret.labels));
+    }
+    if !secret.annotations.is_empty() {
+        template_meta.insert("annotations".into(), json!(secret.annotations));
+    }
+    if !template_meta.is_empty() {
+        template.insert("metadata".into(), template_meta.into());
+    }
+    if let Some(t) = &secret.template {
+        // Bundle templates are always engine v2 syntax, whatever ESO's default may become.
+        template.insert("engineVersion".into(), "v2".into());
+        if !t.data.is_empty() {
+            template.insert("data".into(), json!(t.data));
+        }
+        if let Some(p) = t.merge_policy {
+            template.insert("mergePolicy".into(), json!(p));
+        }
+        if !t.template_from.is_empty() {
+            template.insert("templateFrom".into(), json!(t.template_from));
+        }
+    }
+    if !template.is_empty() {
+        target.insert("template".into(), template.into());
+    }
+    target.into()
+}
+
+fn data_from(d: &DataFrom) -> Value {
+    let mut m = Map::new();
+    if let Some(e) = &d.extract {
+        m.insert("extract".into(), json!(e));
+    }
+    if let Some(f) = &d.find {
+        m.insert("find".into(), json!(f));
+    }
+    if let Some(s) = &d.source_ref {
+        let g = &s.generator_ref;
+        m.insert(
+            "sourceRef".into(),
+            json!({"generatorRef": {"apiVersion": GENERATORS_API_VERSION, "kind": g.kind, "name": g.name}}),
+        );
+    }
+    if !d.rewrite.is_empty() {
+        m.insert("rewrite".into(), json!(d.rewrite));
     }
     m.into()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(crate) fn bundle(yaml: &str) -> SecretBundle {
-        serde_yaml::from_str(yaml).expect("valid bundle yaml")
-    }
-
-    const ARGOCD: &str = r#"
-apiVersion: secrets.ameide.io/v1alpha1
-kind: SecretBundle
-metadata: {name: argocd, uid: 1234, annotations: {secrets.ameide.io/refresh-requested-at: "r1"}}
-spec:
-  targetNamespace: argocd
-  secretStoreRef: {name: ameide-vault}
-  refreshInterval: 15m
-  secrets:
-    - name: argocd-secret
-      data:
-        - secretKey: admin.password
-          remoteRef: {key: argocd/admin, property: password}
-    - name: argocd-repo
-      targetName: repo-creds
-      type: kubernetes.io/basic-auth
-      labels: {argocd.argoproj.io/secret-type: repo-creds}
-      refreshInterval: "0"
-      secretStoreRef: {name: local, kind: SecretStore}
-      dataFrom:
-        - extract: {key: argocd/repo, version: "2"}
-"#;
-
-    #[test]
-    fn renders_v1_children_with_defaults_and_overrides() {
-        let children = render(&bundle(ARGOCD), EsoVersion::V1).expect("renders");
-        assert_eq!(children.len(), 2);
-        let first = serde_json::to_value(&children[0]).expect("json");
-        assert_eq!(
-            first,
-            json!({
-                "apiVersion": "external-secrets.io/v1",
-                "kind": "ExternalSecret",
-                "metadata": {
-                    "name": "argocd-secret",
-                    "namespace": "argocd",
-                    "labels": {"app.kubernetes.io/managed-by": "secretbundle-operator", "secrets.ameide.io/bundle": "argocd"},
-                    "annotations": {"force-sync": "r1"},
-                    "ownerReferences": [{"apiVersion": "secrets.ameide.io/v1alpha1", "kind": "SecretBundle",
-                        "name": "argocd", "uid": "1234", "controller": true}]
-                },
-                "spec": {
-                    "secretStoreRef": {"name": "ameide-vault", "kind": "ClusterSecretStore"},
-                    "refreshInterval": "15m",
-                    "target": {"name": "argocd-secret"},
-                    "data": [{"secretKey": "admin.password", "remoteRef": {"key": "argocd/admin", "property": "password"}}]
-                }
-            })
-        );
-        let second = serde_json::to_value(&children[1]).expect("json");
-        assert_eq!(
-            second["spec"],
-            json!({
-                "secretStoreRef": {"name": "local", "kind": "SecretStore"},
-                "refreshInterval": "0",
-                "target": {"name": "repo-creds", "template": {
-                    "type": "kubernetes.io/basic-auth",
-                    "metadata": {"labels": {"argocd.argoproj.io/secret-type": "repo-creds"}}}},
-                "dataFrom": [{"extract": {"key": "argocd/repo", "version": "2"}}]
-            })
-        );
-    }
-
-    #[test]
-    fn v1beta1_differs_only_in_api_version() {
-        let b = bundle(ARGOCD);
-        let v1 = render(&b, EsoVersion::V1).expect("renders");
-        let beta = render(&b, EsoVersion::V1beta1).expect("renders");
-        for (a, b) in v1.iter().zip(&beta) {
-            let (mut a, b) = (
-                serde_json::to_value(a).expect("json"),
-                serde_json::to_value(b).expect("json"),
-            );
-            assert_eq!(b["apiVersion"], "external-secrets.io/v1beta1");
-            a["apiVersion"] = b["apiVersion"].clone();
-            assert_eq!(a, b);
-        }
-    }
-
-    #[test]
-    fn without_uid_or_refresh_request_there_is_no_owner_or_force_sync() {
-        let mut b = bundle(ARGOCD);
-        b.metadata.uid = None;
-        b.metadata.annotations = None;
-        let children = render(&b, EsoVersion::V1).expect("renders");
-        assert!(children[0].metadata.owner_references.is_none());
-        assert!(children[0].metadata.annotations.is_none());
-    }
-
-    #[test]
-    fn orphan_children_carry_no_owner_reference() {
-        let mut b = bundle(ARGOCD);
-        b.spec.deletion_policy = DeletionPolicy::Orphan;
-        let children = render(&b, EsoVersion::V1).expect("renders");
-        assert!(
-            children
-                .iter()
-                .all(|c| c.metadata.owner_references.is_none())
-        );
-    }
-
-    #[test]
-    fn two_entries_writing_one_secret_are_rejected_naming_the_field() {
-        let mut b = bundle(ARGOCD);
-        b.spec.secrets[1].target_name = Some("argocd-secret".into());
-        let err = render(&b, EsoVersion::V1).unwrap_err();
-        assert_eq!(err.field, "spec.secrets[1].targetName");
-        assert!(err.message.contains("argocd-secret"), "{err}");
-    }
-}
+#[path = "render_tests.rs"]
+pub(crate) mod tests;

@@ -60,6 +60,17 @@ pub fn child_status(
     if text("status") != "True" {
         return not_ready(&text("reason"), text("message"));
     }
+    // creationPolicy Merge before the Secret exists: ESO calls that Ready, yet no key arrived.
+    // It looks again at its next refresh, or at once on a refresh request.
+    if text("reason") == SECRET_MISSING {
+        return not_ready(
+            SECRET_MISSING,
+            format!(
+                "{}; ESO looks again at its next refresh, or now on a refresh request",
+                text("message")
+            ),
+        );
+    }
     // ESO records "<generation>-<hash>" of what it last synced.
     let synced = status
         .and_then(|s| s.get("syncedResourceVersion"))
@@ -82,9 +93,13 @@ pub fn child_status(
     }
 }
 
-/// Child reasons the operator itself gives while ESO has not (yet) had its say: work under way.
-/// Any other not-ready reason is ESO reporting a failure in its own words.
-const IN_PROGRESS: [&str; 3] = ["NotApplied", "Pending", "Syncing"];
+/// ESO's reason when creationPolicy Merge finds no Secret to merge into.
+const SECRET_MISSING: &str = "SecretMissing";
+
+/// Child reasons the operator itself gives while ESO has not (yet) had its say, and a Merge
+/// target someone else has not created yet: waiting, not failing. Any other not-ready reason is
+/// ESO reporting a failure in its own words.
+const IN_PROGRESS: [&str; 4] = ["NotApplied", "Pending", "Syncing", SECRET_MISSING];
 
 /// The summary of applied children: Ready, or how many are and the first failing one's words.
 /// A child ESO cannot sync outranks one that is merely not synced yet.
@@ -224,6 +239,19 @@ mod tests {
             child_status("a", Some(&stale), true).ready,
             "refreshInterval 0 is never re-synced"
         );
+    }
+
+    #[test]
+    fn a_merge_target_not_created_yet_is_waited_for_not_failed() {
+        let missing = child(
+            1,
+            json!({"syncedResourceVersion": "1-abc", "conditions": [ready_cond("True", "SecretMissing", "secret will not be created due to CreationPolicy=Merge")]}),
+        );
+        let s = child_status("argocd-secret", Some(&missing), false);
+        assert_eq!((s.ready, s.reason.as_str()), (false, "SecretMissing"));
+        assert!(s.message.contains("CreationPolicy=Merge"), "{}", s.message);
+        assert!(s.message.contains("refresh request"), "{}", s.message);
+        assert_eq!(summarize(&[s]).0, Reason::SecretsNotReady);
     }
 
     #[test]

@@ -5,9 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use kube::CustomResourceExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{CustomResourceExt, ResourceExt};
 use secretbundle_api::SecretBundle;
-use secretbundle_controller::eso::EsoVersion;
+use secretbundle_controller::Reason;
+use secretbundle_controller::eso::{
+    self, Capabilities, EsoVersion, Release, ServedSchema, features,
+};
 
 #[derive(Parser)]
 #[command(
@@ -75,9 +79,16 @@ pub struct RenderArgs {
     /// Bundle manifest (YAML; several documents allowed; `-` reads stdin).
     #[arg(short = 'f', long = "filename")]
     pub file: PathBuf,
-    /// ESO API version to render.
-    #[arg(long, default_value = "v1", value_parser = ["v1", "v1beta1"])]
+    /// ESO API version (`v1`, `v1beta1`), or ESO release (e.g. `v0.10.7`, `v2.9.0`) to render
+    /// for. With a release, a bundle using a field that release cannot express is refused
+    /// (EsoUpgradeRequired), as the controller refuses it.
+    #[arg(long, default_value = "v1")]
     pub eso_version: String,
+    /// The ExternalSecret CRD of a cluster (`kubectl get crd externalsecrets.external-secrets.io
+    /// -o yaml`): render in the version it serves and refuse what its schema cannot hold, exactly
+    /// as the controller does.
+    #[arg(long, conflicts_with = "eso_version", value_name = "FILE")]
+    pub eso_crd: Option<PathBuf>,
 }
 
 #[derive(Parser)]
@@ -113,15 +124,65 @@ pub fn print_crd() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `render` renders for: an API version, and what the ESO in question can express.
+enum Target {
+    ApiVersion(EsoVersion),
+    Release(Release),
+    Crd(ServedSchema),
+}
+
+impl Target {
+    fn from_args(args: &RenderArgs) -> anyhow::Result<Self> {
+        if let Some(path) = &args.eso_crd {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
+                .with_context(|| format!("{} is not a CustomResourceDefinition", path.display()))?;
+            let version = eso::preferred_served(&crd)
+                .map_err(|p| anyhow::anyhow!("{}: the CRD {p}", path.display()))?;
+            let schema = ServedSchema::of(&crd, version).with_context(|| {
+                format!("{}: no schema for {}", path.display(), version.as_str())
+            })?;
+            return Ok(Target::Crd(schema));
+        }
+        if let Some(v) = EsoVersion::parse(&args.eso_version) {
+            return Ok(Target::ApiVersion(v));
+        }
+        let release = Release::parse(&args.eso_version)
+            .context("--eso-version must be v1, v1beta1 or an ESO release such as v0.16.2")?;
+        anyhow::ensure!(
+            release >= Release::OLDEST_KNOWN,
+            "ESO {release} predates the oldest release this operator knows ({})",
+            Release::OLDEST_KNOWN
+        );
+        Ok(Target::Release(release))
+    }
+
+    fn version(&self) -> EsoVersion {
+        match self {
+            Target::ApiVersion(v) => *v,
+            Target::Release(r) => r.api_version(),
+            Target::Crd(s) => s.version,
+        }
+    }
+
+    fn capabilities(&self) -> Option<Capabilities<'_>> {
+        match self {
+            Target::ApiVersion(_) => None,
+            Target::Release(r) => Some(Capabilities::Release(*r)),
+            Target::Crd(s) => Some(Capabilities::Installed(s)),
+        }
+    }
+}
+
 pub fn render(args: RenderArgs) -> anyhow::Result<()> {
+    let target = Target::from_args(&args)?;
     let text = if args.file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?
     };
-    let version =
-        EsoVersion::parse(&args.eso_version).context("--eso-version must be v1 or v1beta1")?;
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(doc)?;
@@ -130,7 +191,16 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         }
         let bundle: SecretBundle = serde_yaml::from_value(value)
             .with_context(|| format!("{} is not a valid SecretBundle", args.file.display()))?;
-        let children = secretbundle_controller::render::render(&bundle, version)?;
+        let children = secretbundle_controller::render::render(&bundle, target.version())?;
+        if let Some(caps) = target.capabilities() {
+            features::check(&children, caps).map_err(|e| {
+                anyhow::anyhow!(
+                    "SecretBundle {}: {}: {e}",
+                    bundle.name_any(),
+                    Reason::EsoUpgradeRequired
+                )
+            })?;
+        }
         for child in children {
             out.push(serde_yaml::to_string(&child)?);
         }

@@ -80,11 +80,19 @@ async fn explain_one(
     };
     writeln!(out, "{pad}{ns_line}")?;
     match &facts.crd {
-        Ok(v) => writeln!(
-            out,
-            "{pad}✔ ExternalSecret CRD: serving {}",
-            v.api_version()
-        )?,
+        Ok(v) => match gates::eso_support(&bundle, *v, facts.eso_schema.as_ref()) {
+            Ok(()) => writeln!(
+                out,
+                "{pad}✔ ExternalSecret CRD: serving {}",
+                v.api_version()
+            )?,
+            Err(b) => writeln!(
+                out,
+                "{pad}✘ ExternalSecret CRD: serving {}, which cannot express: {}",
+                v.api_version(),
+                b.message
+            )?,
+        },
         Err(p) => writeln!(out, "{pad}✘ ExternalSecret CRD: {p}")?,
     }
     path.push(name.to_string());

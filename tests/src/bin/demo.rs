@@ -31,9 +31,11 @@ async fn main() -> Result<()> {
         Ok(())
     };
 
-    step("Installing the SecretBundle CRD and ESO v0.16.2 CRDs");
+    step("Installing the SecretBundle CRD, ESO v0.16.2 CRDs and the local password generator");
     apply_crds(&client, vec![SecretBundle::crd()]).await?;
     stack::install_eso_v0_16(&client).await?;
+    let generator = repo_root().join("examples/store/local-password-generator.yaml");
+    kubectl(&["apply", "--server-side", "-f", &generator.to_string_lossy()])?;
     // After the CRDs, so its garbage collector knows them from the start.
     cp.start_controller_manager()?;
 
@@ -99,9 +101,27 @@ async fn main() -> Result<()> {
     print!("{}", String::from_utf8_lossy(&explain.stdout));
 
     step(&format!(
-        "Creating namespace {missing:?}: the bundle proceeds at once, driven by its watch"
+        "Creating namespace {missing:?} with Argo CD's own argocd-secret: the bundle proceeds at once, \
+         driven by its watch, and merges its keys into that Secret"
     ));
-    kubectl(&["create", "namespace", missing])?;
+    let argocd = cp.dir().join("argocd.yaml");
+    std::fs::write(
+        &argocd,
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {missing}}}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: argocd-secret, namespace: {missing}}}\n\
+             stringData: {{server.secretkey: written-by-argo-cd}}\n"
+        ),
+    )?;
+    kubectl(&["apply", "-f", &argocd.to_string_lossy()])?;
+    // Had ESO looked before the Secret existed, a refresh request makes it look again now.
+    kubectl(&[
+        "annotate",
+        "--overwrite",
+        "sb",
+        missing,
+        "secrets.ameide.io/refresh-requested-at=argocd-secret-created",
+    ])?;
     wait::bundle_reason(&api, missing, "Ready").await?;
     kubectl(&["get", "secretbundles"])?;
     kubectl(&["get", "externalsecrets,secrets", "-n", missing])?;

@@ -1,4 +1,4 @@
-//! What the operator knows about the External Secrets Operator's API.
+//! ESO API versions and kinds, and whether an ESO CRD is usable.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::ApiResource;
@@ -7,6 +7,8 @@ use kube::core::ApiResource;
 pub const GROUP: &str = "external-secrets.io";
 /// Name of the ExternalSecret CRD; its presence is the CRD gate.
 pub const EXTERNAL_SECRET_CRD: &str = "externalsecrets.external-secrets.io";
+/// API version of ESO's generator kinds (`Password`, `ClusterGenerator`, ...).
+pub const GENERATORS_API_VERSION: &str = "generators.external-secrets.io/v1alpha1";
 /// ESO's annotation that makes it re-sync an ExternalSecret when its value changes.
 pub const FORCE_SYNC_ANNOTATION: &str = "force-sync";
 
@@ -132,6 +134,11 @@ pub fn usable_version(crd: Option<&CustomResourceDefinition>) -> Result<EsoVersi
     if !is_established(crd) {
         return Err(CrdProblem::NotEstablished);
     }
+    preferred_served(crd)
+}
+
+/// The version to use among those `crd` serves, whether or not it is Established yet.
+pub fn preferred_served(crd: &CustomResourceDefinition) -> Result<EsoVersion, CrdProblem> {
     let served: Vec<&str> = crd
         .spec
         .versions

@@ -1,0 +1,11 @@
+//! What the operator knows about the External Secrets Operator: its API versions and kinds
+//! ([`versions`]), reading the schema an installed CRD serves ([`schema`]), and which ESO serves
+//! which field, with the refusal to apply what the installed one cannot express ([`features`]).
+
+pub mod features;
+pub mod schema;
+pub mod versions;
+
+pub use features::{Capabilities, EsoTooOld, Release};
+pub use schema::{Gap, ServedSchema};
+pub use versions::*;
