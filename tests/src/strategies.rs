@@ -7,8 +7,10 @@ use proptest::option;
 use proptest::prelude::*;
 use secretbundle_api::{
     AdoptionPolicy, BundleSecret, ConversionStrategy, CreationPolicy, DataFrom, DecodingStrategy,
-    DeletionPolicy, RemoteRef, SecretBundle, SecretBundleSpec, SecretData, SecretDeletionPolicy,
-    SecretStoreRef, StoreKind,
+    DeletionPolicy, Find, FindName, GeneratorRef, MetadataPolicy, RefreshPolicy, RemoteRef,
+    Rewrite, RewriteRegexp, RewriteTransform, SecretBundle, SecretBundleSpec, SecretData,
+    SecretDeletionPolicy, SecretStoreRef, SecretTemplate, SourceRef, StoreKind, TemplateAs,
+    TemplateFrom, TemplateItem, TemplateMergePolicy, TemplateSource, TemplateTarget,
 };
 
 /// A DNS-1123 label (namespaces, ExternalSecret names).
@@ -45,30 +47,181 @@ fn store_ref() -> impl Strategy<Value = SecretStoreRef> {
         .prop_map(|(name, kind)| SecretStoreRef { name, kind })
 }
 
+fn conversion() -> impl Strategy<Value = ConversionStrategy> {
+    prop_oneof![
+        Just(ConversionStrategy::Default),
+        Just(ConversionStrategy::Unicode)
+    ]
+}
+
+fn decoding() -> impl Strategy<Value = DecodingStrategy> {
+    prop_oneof![
+        Just(DecodingStrategy::Auto),
+        Just(DecodingStrategy::Base64),
+        Just(DecodingStrategy::Base64Url),
+        Just(DecodingStrategy::None)
+    ]
+}
+
 fn remote_ref() -> impl Strategy<Value = RemoteRef> {
     (
         "[a-z][a-z0-9/_-]{0,30}",
         option::of("[a-zA-Z0-9._-]{1,16}"),
         option::of("[0-9]{1,3}"),
+        option::of(conversion()),
+        option::of(decoding()),
         option::of(prop_oneof![
-            Just(ConversionStrategy::Default),
-            Just(ConversionStrategy::Unicode)
-        ]),
-        option::of(prop_oneof![
-            Just(DecodingStrategy::None),
-            Just(DecodingStrategy::Base64)
+            Just(MetadataPolicy::None),
+            Just(MetadataPolicy::Fetch)
         ]),
     )
         .prop_map(
-            |(key, property, version, conversion_strategy, decoding_strategy)| RemoteRef {
-                key,
-                property,
-                version,
-                conversion_strategy,
-                decoding_strategy,
-                metadata_policy: None,
+            |(key, property, version, conversion_strategy, decoding_strategy, metadata_policy)| {
+                RemoteRef {
+                    key,
+                    property,
+                    version,
+                    conversion_strategy,
+                    decoding_strategy,
+                    metadata_policy,
+                }
             },
         )
+}
+
+fn find() -> impl Strategy<Value = Find> {
+    (
+        option::of("[a-z][a-z0-9/_-]{0,20}"),
+        option::of("\\^?[a-z]{1,8}".prop_map(|regexp| FindName { regexp })),
+        btree_map("[a-z]{1,8}", "[a-z0-9]{0,8}", 0..2),
+        option::of(conversion()),
+        option::of(decoding()),
+    )
+        .prop_filter("find needs a name or tags", |(_, name, tags, ..)| {
+            name.is_some() || !tags.is_empty()
+        })
+        .prop_map(
+            |(path, name, tags, conversion_strategy, decoding_strategy)| Find {
+                path,
+                name,
+                tags,
+                conversion_strategy,
+                decoding_strategy,
+            },
+        )
+}
+
+fn rewrite() -> impl Strategy<Value = Rewrite> {
+    prop_oneof![
+        ("\\^[a-z]{1,8}", "[a-z_]{0,8}").prop_map(|(source, target)| Rewrite {
+            regexp: Some(RewriteRegexp { source, target }),
+            transform: None,
+        }),
+        Just(Rewrite {
+            regexp: None,
+            transform: Some(RewriteTransform {
+                template: "{{ .value | upper }}".into()
+            }),
+        }),
+    ]
+}
+
+/// Mostly kinds every vendored ESO knows; SSHKey only v2.9.0 (the gate refuses it elsewhere).
+fn generator() -> impl Strategy<Value = SourceRef> {
+    (
+        prop::sample::select(vec![
+            "Password",
+            "UUID",
+            "ClusterGenerator",
+            "Fake",
+            "SSHKey",
+        ]),
+        dns_label(),
+    )
+        .prop_map(|(kind, name)| SourceRef {
+            generator_ref: GeneratorRef {
+                kind: kind.into(),
+                name,
+            },
+        })
+}
+
+fn data_from() -> impl Strategy<Value = DataFrom> {
+    let source = prop_oneof![
+        remote_ref().prop_map(|e| (Some(e), None, None)),
+        find().prop_map(|f| (None, Some(f), None)),
+        generator().prop_map(|g| (None, None, Some(g))),
+    ];
+    (source, vec(rewrite(), 0..2)).prop_map(|((extract, find, source_ref), rewrite)| DataFrom {
+        extract,
+        find,
+        source_ref,
+        rewrite,
+    })
+}
+
+fn template() -> impl Strategy<Value = SecretTemplate> {
+    let source = (
+        dns_label(),
+        secret_key(),
+        option::of(prop_oneof![
+            Just(TemplateAs::Values),
+            Just(TemplateAs::KeysAndValues)
+        ]),
+    )
+        .prop_map(|(name, key, template_as)| TemplateSource {
+            name,
+            items: vec![TemplateItem { key, template_as }],
+        });
+    let from = (
+        source,
+        any::<bool>(),
+        option::of(prop_oneof![
+            Just(TemplateTarget::Data),
+            Just(TemplateTarget::Annotations),
+            Just(TemplateTarget::Labels)
+        ]),
+    )
+        .prop_map(|(src, from_secret, target)| TemplateFrom {
+            config_map: (!from_secret).then(|| src.clone()),
+            secret: from_secret.then_some(src),
+            target,
+        });
+    (
+        btree_map(secret_key(), "[a-z ]{0,8}\\{\\{ \\.[a-z]{1,6} \\}\\}", 0..3),
+        option::of(prop_oneof![
+            Just(TemplateMergePolicy::Replace),
+            Just(TemplateMergePolicy::Merge)
+        ]),
+        vec(from, 0..2),
+    )
+        .prop_map(|(data, merge_policy, template_from)| SecretTemplate {
+            data,
+            merge_policy,
+            template_from,
+        })
+}
+
+/// creationPolicy and ESO's deletionPolicy, in the combinations the schema admits.
+fn policies() -> impl Strategy<Value = (Option<CreationPolicy>, Option<SecretDeletionPolicy>)> {
+    (
+        option::of(prop_oneof![
+            Just(CreationPolicy::Owner),
+            Just(CreationPolicy::Orphan),
+            Just(CreationPolicy::Merge),
+            Just(CreationPolicy::None)
+        ]),
+        option::of(prop_oneof![
+            Just(SecretDeletionPolicy::Delete),
+            Just(SecretDeletionPolicy::Merge),
+            Just(SecretDeletionPolicy::Retain)
+        ]),
+    )
+        .prop_filter("policies ESO admits", |(c, d)| match d {
+            Some(SecretDeletionPolicy::Delete) => matches!(c, None | Some(CreationPolicy::Owner)),
+            Some(SecretDeletionPolicy::Merge) => c != &Some(CreationPolicy::None),
+            _ => true,
+        })
 }
 
 fn secret(name: String) -> impl Strategy<Value = BundleSecret> {
@@ -80,27 +233,21 @@ fn secret(name: String) -> impl Strategy<Value = BundleSecret> {
             })
             .collect::<Vec<_>>()
     });
-    let data_from = vec(
-        remote_ref().prop_map(|extract| DataFrom {
-            extract: Some(extract),
-            find: None,
-            source_ref: None,
-            rewrite: vec![],
-        }),
-        0..2,
-    );
-    // Policies every vendored ESO release serves, in combinations its CRD rules admit.
-    let policies = (
+    let data_from = vec(data_from(), 0..2);
+    let target = (
         option::of(prop_oneof![
-            Just(CreationPolicy::Owner),
-            Just(CreationPolicy::Orphan)
+            Just(RefreshPolicy::CreatedOnce),
+            Just(RefreshPolicy::Periodic),
+            Just(RefreshPolicy::OnChange)
         ]),
-        option::of(Just(SecretDeletionPolicy::Retain)),
+        policies(),
         option::of(any::<bool>()),
+        option::of(template()),
     );
     (
         data,
         data_from,
+        target,
         option::of(store_ref()),
         option::of(duration()),
         option::of(prop_oneof![
@@ -112,31 +259,37 @@ fn secret(name: String) -> impl Strategy<Value = BundleSecret> {
             Just(AdoptionPolicy::Never),
             Just(AdoptionPolicy::IfExists)
         ]),
-        policies,
     )
         .prop_filter("data or dataFrom", |(d, f, ..)| {
             !d.is_empty() || !f.is_empty()
         })
         .prop_map(
-            move |(data, data_from, store, refresh, secret_type, labels, adoption, policies)| {
-                BundleSecret {
-                    name: name.clone(),
-                    // Unique by construction: every entry writes the Secret named after itself.
-                    target_name: None,
-                    secret_type,
-                    labels: labels.clone(),
-                    annotations: labels,
-                    secret_store_ref: store,
-                    refresh_interval: refresh,
-                    adoption_policy: adoption,
-                    creation_policy: policies.0,
-                    deletion_policy: policies.1,
-                    immutable: policies.2,
-                    refresh_policy: None,
-                    template: None,
-                    data,
-                    data_from,
-                }
+            move |(
+                data,
+                data_from,
+                (refresh_policy, (creation_policy, deletion_policy), immutable, template),
+                store,
+                refresh,
+                secret_type,
+                labels,
+                adoption,
+            )| BundleSecret {
+                name: name.clone(),
+                // Unique by construction: every entry writes the Secret named after itself.
+                target_name: None,
+                secret_type,
+                labels: labels.clone(),
+                annotations: labels,
+                secret_store_ref: store,
+                refresh_interval: refresh,
+                adoption_policy: adoption,
+                refresh_policy,
+                creation_policy,
+                deletion_policy,
+                immutable,
+                template,
+                data,
+                data_from,
             },
         )
 }

@@ -208,7 +208,10 @@ pub struct TemplateFrom {
 #[serde(rename_all = "camelCase")]
 pub struct TemplateSource {
     /// Name of the ConfigMap or Secret in the target namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Its keys that hold templates.
     #[schemars(length(min = 1, max = 64))]
