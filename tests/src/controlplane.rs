@@ -21,6 +21,9 @@ use crate::pki;
 pub struct ControlPlane {
     etcd: Option<Child>,
     apiserver: Option<Child>,
+    // How it was started, so it can be stopped and started again on the same port and etcd.
+    apiserver_cmd: Vec<String>,
+    pub etcd_url: String,
     // Restarted by tests that install CRDs, through a shared reference.
     controller_manager: Mutex<Option<Child>>,
     dir: Option<TempDir>,
@@ -78,6 +81,9 @@ pub struct Options {
     /// Log every request's metadata (user, verb, resource, times) as JSON lines to
     /// [`ControlPlane::audit_log`], so a test can see who wrote what from the apiserver's side.
     pub audit: bool,
+    /// Serve watches from etcd rather than the apiserver's watch cache, so a watch resumed from
+    /// a revision etcd has compacted away ends in `410 Gone` (the cache would still serve it).
+    pub no_watch_cache: bool,
 }
 
 const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
@@ -134,17 +140,19 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             etcd: Some(etcd),
             apiserver: None,
+            apiserver_cmd: Vec::new(),
+            etcd_url: etcd_url.clone(),
             controller_manager: Mutex::new(None),
             dir: Some(dir),
             url: url.clone(),
             kubeconfig: Kubeconfig::default(),
         };
         let p = cp.dir().to_path_buf();
-        // The audit flags, when asked for, go first; the rest is the same for every test.
-        let mut command = Command::new(assets.join("kube-apiserver"));
+        // The opt-in flags go first; the rest is the same for every test.
+        let mut args = Vec::new();
         if options.audit {
             fs::write(p.join("audit-policy.yaml"), AUDIT_POLICY)?;
-            command.args([
+            args.extend([
                 format!(
                     "--audit-policy-file={}",
                     p.join("audit-policy.yaml").display()
@@ -152,41 +160,90 @@ impl ControlPlane {
                 format!("--audit-log-path={}", cp.audit_log().display()),
             ]);
         }
-        let apiserver = spawn(
-            command.args([
-                &format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                &format!("--secure-port={api_port}"),
-                &format!("--cert-dir={}", p.join("certs").display()),
-                &format!("--tls-cert-file={}", p.join("apiserver.crt").display()),
-                &format!(
-                    "--tls-private-key-file={}",
-                    p.join("apiserver.key").display()
-                ),
-                &format!("--client-ca-file={}", p.join("ca.crt").display()),
-                &format!("--service-account-key-file={}", p.join("sa.pub").display()),
-                &format!(
-                    "--service-account-signing-key-file={}",
-                    p.join("sa.key").display()
-                ),
-                &format!("--service-account-issuer={url}"),
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
-                // No pods run here, and no controller mints their ServiceAccount tokens.
-                "--disable-admission-plugins=ServiceAccount",
-                "--allow-privileged=true",
-                // 127.0.0.1 cannot back the kubernetes Service endpoints; nothing here needs them.
-                "--endpoint-reconciler-type=none",
-                "--enable-priority-and-fairness=false",
-                "--v=0",
-            ]),
-            &p.join("apiserver.log"),
-        )?;
+        if options.no_watch_cache {
+            args.push("--watch-cache=false".into());
+        }
+        args.extend([
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", p.join("certs").display()),
+            format!("--tls-cert-file={}", p.join("apiserver.crt").display()),
+            format!(
+                "--tls-private-key-file={}",
+                p.join("apiserver.key").display()
+            ),
+            format!("--client-ca-file={}", p.join("ca.crt").display()),
+            format!("--service-account-key-file={}", p.join("sa.pub").display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                p.join("sa.key").display()
+            ),
+            format!("--service-account-issuer={url}"),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--authorization-mode=RBAC".into(),
+            // No pods run here, and no controller mints their ServiceAccount tokens.
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--allow-privileged=true".into(),
+            // 127.0.0.1 cannot back the kubernetes Service endpoints; nothing here needs them.
+            "--endpoint-reconciler-type=none".into(),
+            "--enable-priority-and-fairness=false".into(),
+            "--v=0".into(),
+        ]);
+        cp.apiserver_cmd = args;
+        let apiserver = cp.spawn_apiserver()?;
         cp.apiserver = Some(apiserver);
         cp.kubeconfig = kubeconfig(&url, &pki)?;
         cp.wait_ready().await?;
         Ok(cp)
+    }
+
+    fn spawn_apiserver(&self) -> Result<Child> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join("apiserver.log"))?;
+        Command::new(assets()?.join("kube-apiserver"))
+            .args(&self.apiserver_cmd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting kube-apiserver")
+    }
+
+    /// Stops kube-apiserver (SIGKILL: an outage, not a graceful drain). etcd keeps running.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(mut child) = self.apiserver.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts kube-apiserver again on the same port, with the same certificates and etcd, and
+    /// waits until it is ready.
+    pub async fn restart_apiserver(&mut self) -> Result<()> {
+        self.stop_apiserver();
+        self.apiserver = Some(self.spawn_apiserver()?);
+        self.wait_ready().await
+    }
+
+    /// Compacts etcd up to its current revision (through etcd's JSON gateway) and returns that
+    /// revision: a watch resumed from any older one can only end in `410 Gone`.
+    pub fn compact_etcd(&self) -> Result<i64> {
+        // The range answer's header carries the current revision; key "\0" is "AA==".
+        let range = etcd_post(&self.etcd_url, "/v3/kv/range", r#"{"key":"AA=="}"#)?;
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .with_context(|| format!("no revision in {range}"))?;
+        etcd_post(
+            &self.etcd_url,
+            "/v3/kv/compaction",
+            &format!(r#"{{"revision":"{revision}","physical":true}}"#),
+        )?;
+        Ok(revision)
     }
 
     /// Starts (or restarts) kube-controller-manager with the garbage collector and the namespace
@@ -263,6 +320,27 @@ impl ControlPlane {
         Ok(path)
     }
 
+    /// Writes an admin kubeconfig that reaches the apiserver at `server` (e.g. through a
+    /// [`crate::proxy::Proxy`]) and returns its path.
+    pub fn kubeconfig_via(&self, name: &str, server: &str) -> Result<PathBuf> {
+        let mut kc = self.kubeconfig.clone();
+        for cluster in kc.clusters.iter_mut().filter_map(|c| c.cluster.as_mut()) {
+            cluster.server = Some(server.to_string());
+        }
+        let path = self.dir().join(format!("kubeconfig-{name}"));
+        fs::write(&path, serde_yaml::to_string(&kc)?)?;
+        Ok(path)
+    }
+
+    /// The apiserver's port.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default()
+    }
+
     /// The audit log written with [`Options::audit`].
     pub fn audit_log(&self) -> PathBuf {
         self.dir().join("audit.log")
@@ -310,6 +388,28 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A POST to etcd's JSON gateway (plain HTTP on its client port); returns the JSON answer.
+fn etcd_post(base: &str, path: &str, body: &str) -> Result<serde_json::Value> {
+    use std::io::{Read as _, Write as _};
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, rest) = resp
+        .split_once("\r\n\r\n")
+        .context("malformed etcd answer")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        bail!("etcd {path}: {head}\n{rest}");
+    }
+    // HTTP/1.0: the body is the JSON as is, never chunked.
+    Ok(serde_json::from_str(rest)?)
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {

@@ -4,9 +4,11 @@
 
 pub mod controlplane;
 pub mod eso;
+pub mod fleet;
 pub mod identity;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod stack;
 pub mod strategies;
 pub mod wait;
@@ -46,11 +48,21 @@ pub struct Env {
 impl Env {
     /// Starts a control plane, installs the SecretBundle CRD and starts the operator.
     pub async fn start() -> Result<Self> {
+        Self::start_with(controlplane::Options::default()).await
+    }
+
+    /// [`Env::start`] on a control plane started with `options`.
+    pub async fn start_with(options: controlplane::Options) -> Result<Self> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("warn,kube_client=off,secretbundle_controller=info")
             .with_test_writer()
             .try_init();
-        let cp = ControlPlane::start_with(controlplane::Options { audit: true }).await?;
+        // Always audited: teardown checks what the operator did (see `Drop`).
+        let cp = ControlPlane::start_with(controlplane::Options {
+            audit: true,
+            ..options
+        })
+        .await?;
         let client = cp.client().await?;
         apply_crds(&client, vec![SecretBundle::crd()]).await?;
         // After our CRD, so the garbage collector knows bundles from its first discovery.

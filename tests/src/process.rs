@@ -28,7 +28,11 @@ impl Operator {
         let proc = Proc::spawn(
             Command::new(operator_bin())
                 .env("KUBECONFIG", kubeconfig)
-                .env("RUST_LOG", "info")
+                // SB_OPERATOR_LOG, e.g. "debug", to see more when a test fails.
+                .env(
+                    "RUST_LOG",
+                    std::env::var("SB_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
+                )
                 .arg("run")
                 .arg(format!("--http-addr=127.0.0.1:{port}"))
                 .args(extra),

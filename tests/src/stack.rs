@@ -251,7 +251,12 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Result<Self> {
-        let env = crate::Env::start().await?;
+        Self::start_with(crate::controlplane::Options::default()).await
+    }
+
+    /// [`Stack::start`] on a control plane started with `options`.
+    pub async fn start_with(options: crate::controlplane::Options) -> Result<Self> {
+        let env = crate::Env::start_with(options).await?;
         install_eso_v0_16(&env.client).await?;
         // So the garbage collector knows ExternalSecrets (owners of ESO's Secrets) at once.
         env.cp.start_controller_manager()?;

@@ -23,6 +23,16 @@ const ABSENT: &str = "argocd";
 /// The stack, OpenBao seeded for the overlay, and the overlay's bundles (rendered by kustomize).
 async fn stack_with_overlay() -> Result<(Stack, Vec<Value>)> {
     let s = Stack::start().await?;
+    // The local overlay generates its database credentials, as its kustomization says.
+    let generator = repo_root().join("examples/store/local-password-generator.yaml");
+    let out = s
+        .env
+        .kubectl(&["apply", "--server-side", "-f", &generator.to_string_lossy()])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let overlay = repo_root().join("examples/overlays/local");
     let out = s.env.kubectl(&["kustomize", &overlay.to_string_lossy()])?;
     anyhow::ensure!(

@@ -60,6 +60,16 @@ pub fn managed_by(child: &DynamicObject, bundle: &SecretBundle) -> bool {
     child.labels().get(BUNDLE_LABEL) == Some(&bundle.name_any()) || owned_by(child, bundle)
 }
 
+/// A child whose labels someone removed, which an Orphan bundle's child (no ownerReference)
+/// could otherwise not be told from a stranger's: it still carries the hash of exactly what this
+/// bundle applies. The hash covers this bundle's own label, so another bundle's child never
+/// matches, and releasing a child removes the hash. Never a reason to prune: only names in the
+/// bundle's spec are checked this way.
+pub fn unlabelled_ours(child: &DynamicObject, want: &DynamicObject) -> bool {
+    let hash = |o: &DynamicObject| o.annotations().get(APPLIED_HASH_ANNOTATION).cloned();
+    !child.labels().contains_key(BUNDLE_LABEL) && hash(child).is_some() && hash(child) == hash(want)
+}
+
 /// Every field of `want` is in `have` with the same value (server defaults in `have` are fine).
 pub fn is_subset(want: &Value, have: &Value) -> bool {
     match (want, have) {
@@ -131,9 +141,11 @@ pub async fn sync(
         let current = existing.get(&name);
         let adopt =
             spec.adoption_policy.unwrap_or(bundle.spec.adoption_policy) == AdoptionPolicy::IfExists;
+        let want = with_hash(want)?;
+        let ours = current.is_some_and(|c| managed_by(c, bundle) || unlabelled_ours(c, &want));
         // Adoption is for objects no bundle manages: two bundles never take one from each other.
         if let Some(c) = current
-            && !managed_by(c, bundle)
+            && !ours
             && (!adopt || c.labels().contains_key(BUNDLE_LABEL))
         {
             let message = match c.labels().get(BUNDLE_LABEL) {
@@ -153,7 +165,6 @@ pub async fn sync(
             });
             continue;
         }
-        let want = with_hash(want)?;
         let want_json = serde_json::to_value(&want).map_err(|source| Error::Serialize {
             what: "child",
             source,
@@ -172,7 +183,7 @@ pub async fn sync(
             let mut want = want;
             let pp = match current {
                 // Ours: fields another manager changed by hand are drift, ours to restore.
-                Some(c) if managed_by(c, bundle) => PatchParams::apply(MANAGER).force(),
+                Some(_) if ours => PatchParams::apply(MANAGER).force(),
                 // Adopted: take over exactly the object we looked at, or fail and look again.
                 Some(c) => {
                     want.metadata.resource_version = c.resource_version();
@@ -442,6 +453,30 @@ mod tests {
             .map(|s| refresh_disabled(&b, s))
             .collect();
         assert_eq!(refreshed, [true, true, false, true, false]);
+    }
+
+    #[test]
+    fn an_unlabelled_child_is_ours_only_while_it_carries_our_exact_hash() {
+        let ar = EsoKind::ExternalSecret.api_resource(EsoVersion::V1);
+        let labelled = |bundle: &str| {
+            let mut o =
+                DynamicObject::new("x", &ar).data(json!({"spec": {"refreshInterval": "1h"}}));
+            o.labels_mut().insert(BUNDLE_LABEL.into(), bundle.into());
+            with_hash(o).expect("hash")
+        };
+        let want = labelled("a");
+        let mut stripped = want.clone();
+        stripped.labels_mut().clear();
+        assert!(unlabelled_ours(&stripped, &want), "labels removed by hand");
+        assert!(
+            !unlabelled_ours(&want, &want),
+            "labelled: managed_by decides"
+        );
+        let mut others = labelled("b");
+        others.labels_mut().clear();
+        assert!(!unlabelled_ours(&others, &want), "another bundle's child");
+        stripped.annotations_mut().clear();
+        assert!(!unlabelled_ours(&stripped, &want), "released: hash removed");
     }
 
     #[test]

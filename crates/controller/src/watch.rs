@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt, TryStreamExt, stream};
@@ -12,6 +13,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use secretbundle_api::{BUNDLE_LABEL, SecretBundle, StoreKind};
@@ -41,7 +43,7 @@ pub async fn run(
     let (dependents_tx, dependents_rx) = mpsc::unbounded();
     let dep_store = store.clone();
     let bundle_events = watcher(bundles, wc.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .reflect(writer)
         .touched_objects()
         .inspect_ok(move |b| {
@@ -70,6 +72,7 @@ pub async fn run(
     let ns_store = store.clone();
     Controller::for_stream(bundle_events, store)
         .with_config(controller::Config::default().concurrency(concurrency))
+        .trigger_backoff(WatchBackoff::default())
         .watches(Api::<Namespace>::all(client), wc, move |ns| {
             targeting(&ns_store, &ns.name_any())
         })
@@ -86,6 +89,42 @@ pub async fn run(
         .await;
 }
 
+/// Delays between watch retries: 0.5 s doubling up to 5 s, back to 0.5 s after any event.
+///
+/// kube's default climbs to 30 s (plus jitter) and stays there until two quiet minutes pass. After
+/// a 30 s apiserver outage that left the operator blind for up to ~47 s once the apiserver was
+/// back: resumed watches end in `410 Gone` (the restarted apiserver's watch cache starts afresh)
+/// and back off once more before relisting, and the Controller backs off all its triggers
+/// together whenever one of its watches fails. A watch retry is one cheap request.
+pub struct WatchBackoff(Duration);
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff(Self::FIRST)
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.0;
+        self.0 = (delay * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
 /// Returns once the SecretBundle CRD is Established. Started before it (a fresh install where
 /// the operator's pod wins the race), the operator would otherwise list a missing resource and
 /// back off for tens of seconds; a watch on the CRD wakes it the moment it is there.
@@ -93,7 +132,10 @@ async fn await_own_crd(client: &Client) {
     let name = SecretBundle::crd_name();
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(api, wc).default_backoff().applied_objects().boxed();
+    let mut events = watcher(api, wc)
+        .backoff(WatchBackoff::default())
+        .applied_objects()
+        .boxed();
     let mut logged = false;
     while let Some(event) = events.next().await {
         match event {
@@ -182,7 +224,7 @@ async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) 
             let wc =
                 watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
             watcher(api, wc)
-                .default_backoff()
+                .backoff(WatchBackoff::default())
                 .map(move |ev| (kind, ev))
                 .boxed()
         })
@@ -239,7 +281,7 @@ async fn watch_kind(
 ) {
     let api = Api::<DynamicObject>::all_with(client, &kind.api_resource(version));
     let mut objects = watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .touched_objects()
         .boxed();
     while let Some(obj) = objects.next().await {
@@ -262,4 +304,18 @@ async fn send_all(
     refs: Vec<ObjectRef<SecretBundle>>,
 ) -> Result<(), mpsc::SendError> {
     tx.send_all(&mut stream::iter(refs).map(Ok)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_retries_stay_within_seconds_and_reset() {
+        let mut b = WatchBackoff::default();
+        let delays: Vec<u64> = b.by_ref().take(7).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(500)));
+    }
 }

@@ -7,11 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
+use crate::reach::Reach;
+
 #[derive(Clone)]
 pub struct Http {
     pub registry: Arc<Registry>,
     /// True once the controller runs (or this replica waits as a healthy standby).
     pub ready: Arc<AtomicBool>,
+    /// Whether the kube-apiserver answers: a replica that cannot reach it is not ready.
+    pub reach: Reach,
 }
 
 pub async fn serve(addr: SocketAddr, state: Http) -> anyhow::Result<()> {
@@ -44,10 +48,14 @@ async fn metrics(State(s): State<Http>) -> impl IntoResponse {
     }
 }
 
+/// Not ready while starting, or while the kube-apiserver does not answer (the body says since
+/// when and why). Liveness (/healthz) stays ok then: a restart would not bring it back.
 async fn readyz(State(s): State<Http>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
+    if let Some(problem) = s.reach.problem() {
+        (StatusCode::SERVICE_UNAVAILABLE, problem)
+    } else if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+        (StatusCode::SERVICE_UNAVAILABLE, "starting".into())
     }
 }

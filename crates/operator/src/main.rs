@@ -4,6 +4,7 @@ mod cli;
 mod explain;
 mod http;
 mod leader;
+mod reach;
 mod run;
 mod wait;
 

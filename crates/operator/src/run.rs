@@ -16,6 +16,7 @@ use tracing::info;
 use crate::cli::{LogFormat, RunArgs};
 use crate::http::{self, Http};
 use crate::leader::{Elector, Fence, FenceLayer, Leader};
+use crate::reach::{Reach, ReachLayer};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
@@ -25,9 +26,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let ready = Arc::new(AtomicBool::new(false));
+    let reach = Reach::default();
     let http = Http {
         registry: Arc::new(registry),
         ready: ready.clone(),
+        reach: reach.clone(),
     };
     let server = tokio::spawn(http::serve(args.http_addr, http));
 
@@ -47,7 +50,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         // The elector's own client: it must renew while the controller's client is fenced, and
         // without queueing behind the controller's rate limit.
         let elector = Elector::new(
-            Client::try_from(config.clone())?,
+            ClientBuilder::try_from(config.clone())?
+                .with_layer(&ReachLayer(reach.clone()))
+                .build(),
             &args.lease_namespace,
             &args.lease_name,
             &identity,
@@ -64,10 +69,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     let client = client(
         config,
+        &reach,
         leader.as_ref().map(Leader::fence),
         args.qps,
         args.burst,
     )?;
+    let _probe = tokio::spawn(reach.probe(client.clone()));
 
     let mut stop_run = stop.clone();
     let lost = Arc::new(AtomicBool::new(false));
@@ -101,12 +108,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// A client limited to `qps` on average with bursts of up to `burst` requests, and, under
 /// leader election, fenced: it sends no write unless leadership was renewed recently.
-fn client(config: Config, fence: Option<Fence>, qps: u32, burst: u32) -> anyhow::Result<Client> {
+/// Innermost, a layer that notes whether the apiserver answered each request.
+fn client(
+    config: Config,
+    reach: &Reach,
+    fence: Option<Fence>,
+    qps: u32,
+    burst: u32,
+) -> anyhow::Result<Client> {
     let qps = qps.max(1);
     let burst = burst.max(qps);
     let period = Duration::from_secs_f64(f64::from(burst) / f64::from(qps));
     let limit = RateLimitLayer::new(u64::from(burst), period);
-    let builder = ClientBuilder::try_from(config)?;
+    let builder = ClientBuilder::try_from(config)?.with_layer(&ReachLayer(reach.clone()));
     // The fence sits below the rate limit, so a write is checked when it leaves the queue.
     Ok(match fence {
         Some(fence) => builder
