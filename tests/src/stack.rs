@@ -32,8 +32,12 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with stdout and stderr appended to `log` (a restart keeps what came before).
     pub fn spawn(cmd: &mut Command, log: &Path) -> Result<Self> {
-        let out = std::fs::File::create(log)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -113,22 +117,20 @@ impl OpenBao {
             .output()?)
     }
 
-    /// Writes (replaces) a KV v2 secret at `secret/<path>`.
+    /// Writes (replaces) a KV v2 secret at `secret/<path>`, through the HTTP API (no process).
     pub fn put(&self, path: &str, data: &[(&str, &str)]) -> Result<()> {
-        let mut args = vec![
-            "kv".to_string(),
-            "put".into(),
-            "-mount=secret".into(),
-            path.into(),
-        ];
-        args.extend(data.iter().map(|(k, v)| format!("{k}={v}")));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self.cli(&refs)?;
-        if !out.status.success() {
-            bail!(
-                "bao kv put {path}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let data: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        let (code, answer) = crate::process::http_post(
+            self.addr.trim_start_matches("http://"),
+            &format!("/v1/secret/data/{path}"),
+            &[("X-Vault-Token", ROOT_TOKEN)],
+            &json!({ "data": data }).to_string(),
+        )?;
+        if code != 200 {
+            bail!("OpenBao put {path}: {code} {answer}");
         }
         Ok(())
     }
@@ -149,6 +151,11 @@ pub async fn install_eso_v0_16(client: &Client) -> Result<()> {
 
 /// Starts the ESO controller against the control plane (no webhook, no cert controller).
 pub fn start_eso(kubeconfig: &Path, dir: &Path) -> Result<Proc> {
+    start_eso_logging_to(kubeconfig, &dir.join("eso.log"))
+}
+
+/// [`start_eso`], logging to `log`.
+pub fn start_eso_logging_to(kubeconfig: &Path, log: &Path) -> Result<Proc> {
     Proc::spawn(
         Command::new(eso_binary()?)
             .env("KUBECONFIG", kubeconfig)
@@ -161,7 +168,7 @@ pub fn start_eso(kubeconfig: &Path, dir: &Path) -> Result<Proc> {
                 "--store-requeue-interval=5s",
                 "--loglevel=info",
             ]),
-        &dir.join("eso.log"),
+        log,
     )
 }
 
