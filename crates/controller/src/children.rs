@@ -88,6 +88,19 @@ fn with_hash(mut obj: DynamicObject) -> Result<DynamicObject, Error> {
     Ok(obj)
 }
 
+/// Exactly what the operator applies for `bundle`: its rendered children, hash annotation
+/// included (the benchmark's floor client applies the same objects).
+pub fn desired(
+    bundle: &SecretBundle,
+    version: EsoVersion,
+) -> Result<Vec<DynamicObject>, Box<dyn std::error::Error + Send + Sync>> {
+    let children = render(bundle, version)?;
+    Ok(children
+        .into_iter()
+        .map(with_hash)
+        .collect::<Result<_, _>>()?)
+}
+
 /// Applies what changed, prunes what left the spec, and reports the children's readiness.
 pub async fn sync(
     client: &Client,
