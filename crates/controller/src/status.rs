@@ -2,9 +2,9 @@
 //! `lastTransitionTime` moves only when a condition's status does.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::DynamicObject;
 use secretbundle_api::{SecretBundle, SecretBundleStatus, SecretStatus, condition};
-use serde_json::Value;
+
+use crate::cache::Child;
 
 use crate::eso::EsoVersion;
 use crate::reason::{Phase, Reason};
@@ -22,11 +22,7 @@ pub struct Report {
 
 /// Reads ESO's view of one child. `refresh_disabled` children (refreshInterval "0") are never
 /// re-synced by ESO after the first sync, so an older synced generation is not held against them.
-pub fn child_status(
-    name: &str,
-    child: Option<&DynamicObject>,
-    refresh_disabled: bool,
-) -> SecretStatus {
+pub fn child_status(name: &str, child: Option<&Child>, refresh_disabled: bool) -> SecretStatus {
     let not_ready = |reason: &str, message: String| SecretStatus {
         name: name.into(),
         ready: false,
@@ -36,34 +32,19 @@ pub fn child_status(
     let Some(child) = child else {
         return not_ready("NotApplied", "the ExternalSecret does not exist yet".into());
     };
-    let status = child.data.get("status");
-    let ready = status
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-        });
-    let Some(ready) = ready else {
+    let Some(ready) = child.ready() else {
         return not_ready(
             "Pending",
             "ESO has not reported on this ExternalSecret yet".into(),
         );
     };
-    let text = |k: &str| {
-        ready
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    if text("status") != "True" {
-        return not_ready(&text("reason"), text("message"));
+    let reason = ready.reason.clone().unwrap_or_default();
+    let message = ready.message.clone().unwrap_or_default();
+    if ready.status != "True" {
+        return not_ready(&reason, message);
     }
     // ESO records "<generation>-<hash>" of what it last synced.
-    let synced = status
-        .and_then(|s| s.get("syncedResourceVersion"))
-        .and_then(Value::as_str);
+    let synced = child.status.synced_resource_version.as_deref();
     let generation = child.metadata.generation.unwrap_or_default();
     if let Some(synced) = synced
         && !refresh_disabled
@@ -77,8 +58,8 @@ pub fn child_status(
     SecretStatus {
         name: name.into(),
         ready: true,
-        reason: text("reason"),
-        message: text("message"),
+        reason,
+        message,
     }
 }
 
@@ -173,9 +154,9 @@ pub fn ready_reason(status: Option<&SecretBundleStatus>) -> Option<Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn child(generation: i64, status: Value) -> DynamicObject {
+    fn child(generation: i64, status: Value) -> Child {
         serde_json::from_value(json!({
             "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
             "metadata": {"name": "x", "namespace": "ns", "generation": generation},

@@ -64,7 +64,7 @@ async fn explain_one(
         writeln!(out, "{pad}  ✘ dependency cycle back to {name}")?;
         return Ok(());
     }
-    let facts = observe::facts(client, store, &bundle).await?;
+    let facts = observe::fetch(client, store, &bundle).await?;
     let pad = "  ".repeat(depth + 1);
     writeln!(
         out,

@@ -52,8 +52,11 @@ impl Cluster {
         let pp = PostParams::default();
         let sas = Api::<ServiceAccount>::namespaced(self.client.clone(), "default");
         if sas.get_opt(who).await?.is_none() {
-            sas.create(&pp, &serde_json::from_value(json!({"metadata": {"name": who}}))?)
-                .await?;
+            sas.create(
+                &pp,
+                &serde_json::from_value(json!({"metadata": {"name": who}}))?,
+            )
+            .await?;
             let crb = json!({"metadata": {"name": format!("bench-{who}")},
                 "subjects": [{"kind": "ServiceAccount", "name": who, "namespace": "default"}],
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}});
@@ -104,9 +107,7 @@ impl Cluster {
     /// Requests `who` sent since `mark`, by verb (a watch counts once, when it starts).
     pub fn requests(&self, who: &str, mark: u64) -> Result<Requests> {
         let bytes = std::fs::read(self.cp.audit_log())?;
-        let start = usize::try_from(mark)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
+        let start = usize::try_from(mark).unwrap_or(usize::MAX).min(bytes.len());
         let user = format!("system:serviceaccount:default:{who}");
         let mut seen = BTreeSet::new();
         let mut by_verb = BTreeMap::<String, u64>::new();

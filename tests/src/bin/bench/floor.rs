@@ -20,7 +20,9 @@ const CONCURRENCY: usize = 4;
 
 /// `bench floor KUBECONFIG --qps=N --burst=N`
 pub async fn main(args: &[String]) -> Result<()> {
-    let path = args.first().context("usage: bench floor KUBECONFIG --qps=N --burst=N")?;
+    let path = args
+        .first()
+        .context("usage: bench floor KUBECONFIG --qps=N --burst=N")?;
     let flag = |name: &str| -> Result<u32> {
         args.iter()
             .find_map(|a| a.strip_prefix(&format!("--{name}=")))
@@ -36,11 +38,8 @@ pub async fn main(args: &[String]) -> Result<()> {
     let pp = PatchParams::apply(MANAGER).force();
     let applied = stream::iter(objects)
         .map(|o| {
-            let api: Api<DynamicObject> = Api::namespaced_with(
-                client.clone(),
-                &o.namespace().unwrap_or_default(),
-                &ar,
-            );
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &o.namespace().unwrap_or_default(), &ar);
             let pp = pp.clone();
             async move { api.patch(&o.name_any(), &pp, &Patch::Apply(&o)).await }
         })

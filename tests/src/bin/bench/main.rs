@@ -88,13 +88,25 @@ async fn run(args: &[String]) -> Result<()> {
             ("crd", Step::Crd),
         ];
         for (name, step) in steps {
-            if only.as_deref().is_some_and(|o| !o.split(',').any(|x| x == name)) {
+            if only
+                .as_deref()
+                .is_some_and(|o| !o.split(',').any(|x| x == name))
+            {
                 continue;
             }
-            eprintln!("[repeat {}/{}] {name} (load {})", r + 1, preset.repeats, runner::load().1);
+            eprintln!(
+                "[repeat {}/{}] {name} (load {})",
+                r + 1,
+                preset.repeats,
+                runner::load().1
+            );
             let before = runner::load().0;
-            step.run(&mut m, &preset).await.with_context(|| name.to_string())?;
-            loads.push(json!({"step": name, "load1_before": before, "load1_after": runner::load().0}));
+            step.run(&mut m, &preset)
+                .await
+                .with_context(|| name.to_string())?;
+            loads.push(
+                json!({"step": name, "load1_before": before, "load1_after": runner::load().0}),
+            );
         }
         eprintln!("{}", serde_json::to_string_pretty(&m)?);
         repeats.push(json!({"metrics": m, "load": loads}));

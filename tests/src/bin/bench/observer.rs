@@ -64,7 +64,10 @@ impl Observer {
     }
 
     fn with<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
-        f(&self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Forgets children (after their CRD, and so they, went away).
@@ -155,7 +158,9 @@ async fn watch_bundles(client: Client, seen: Arc<Mutex<Seen>>, tx: watch::Sender
             ready_reason(&b)
         };
         {
-            let mut s = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut s = seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let entry = s
                 .bundles
                 .entry(b.name_any())
@@ -198,7 +203,9 @@ async fn watch_children(client: Client, seen: Arc<Mutex<Seen>>, tx: watch::Sende
     let mut events = watcher(api, wc).backoff(quick_backoff()).boxed();
     while let Some(ev) = events.next().await {
         let now = Instant::now();
-        let mut s = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match ev {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
                 let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());

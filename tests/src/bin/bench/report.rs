@@ -35,21 +35,81 @@ pub fn summarize(repeats: &[Value]) -> Value {
 
 /// What each figure means, and the target it is held to (issue 10), in table order.
 const ROWS: &[(&str, &str, &str)] = &[
-    ("cold_qps50.operator_s", "cold start, QPS 50: operator (s)", ""),
-    ("cold_qps50.floor_s", "cold start, QPS 50: floor client (s)", ""),
-    ("cold_qps50.ratio", "cold start, QPS 50: operator / floor", "<= 1.25"),
-    ("cold_qps50.operator_requests_per_bundle", "cold start: requests per bundle (20 children)", ""),
-    ("cold_qps50.operator_cpu_s", "cold start, QPS 50: operator CPU (s)", ""),
-    ("cold_qps50.floor_cpu_s", "cold start, QPS 50: floor CPU (s)", ""),
-    ("cold_qps50.cpu_ratio", "cold start, QPS 50: CPU operator / floor", "<= 2"),
-    ("cold_unthrottled.operator_s", "cold start, unthrottled: operator (s)", ""),
-    ("cold_unthrottled.operator_status_s", "cold start, unthrottled: operator, every status written (s)", ""),
-    ("cold_unthrottled.floor_s", "cold start, unthrottled: floor client (s)", ""),
-    ("cold_unthrottled.kubectl_s", "cold start, unthrottled: kubectl apply --server-side (s)", ""),
-    ("cold_unthrottled.ratio", "cold start, unthrottled: operator / floor", "<= 1.25"),
-    ("cold_unthrottled.operator_cpu_s", "cold start, unthrottled: operator CPU (s)", ""),
-    ("cold_unthrottled.floor_cpu_s", "cold start, unthrottled: floor CPU (s)", ""),
-    ("cold_unthrottled.cpu_ratio", "cold start, unthrottled: CPU operator / floor", "<= 2"),
+    (
+        "cold_qps50.operator_s",
+        "cold start, QPS 50: operator (s)",
+        "",
+    ),
+    (
+        "cold_qps50.floor_s",
+        "cold start, QPS 50: floor client (s)",
+        "",
+    ),
+    (
+        "cold_qps50.ratio",
+        "cold start, QPS 50: operator / floor",
+        "<= 1.25",
+    ),
+    (
+        "cold_qps50.operator_requests_per_bundle",
+        "cold start: requests per bundle (20 children)",
+        "",
+    ),
+    (
+        "cold_qps50.operator_cpu_s",
+        "cold start, QPS 50: operator CPU (s)",
+        "",
+    ),
+    (
+        "cold_qps50.floor_cpu_s",
+        "cold start, QPS 50: floor CPU (s)",
+        "",
+    ),
+    (
+        "cold_qps50.cpu_ratio",
+        "cold start, QPS 50: CPU operator / floor",
+        "<= 2",
+    ),
+    (
+        "cold_unthrottled.operator_s",
+        "cold start, unthrottled: operator (s)",
+        "",
+    ),
+    (
+        "cold_unthrottled.operator_status_s",
+        "cold start, unthrottled: operator, every status written (s)",
+        "",
+    ),
+    (
+        "cold_unthrottled.floor_s",
+        "cold start, unthrottled: floor client (s)",
+        "",
+    ),
+    (
+        "cold_unthrottled.kubectl_s",
+        "cold start, unthrottled: kubectl apply --server-side (s)",
+        "",
+    ),
+    (
+        "cold_unthrottled.ratio",
+        "cold start, unthrottled: operator / floor",
+        "<= 1.25",
+    ),
+    (
+        "cold_unthrottled.operator_cpu_s",
+        "cold start, unthrottled: operator CPU (s)",
+        "",
+    ),
+    (
+        "cold_unthrottled.floor_cpu_s",
+        "cold start, unthrottled: floor CPU (s)",
+        "",
+    ),
+    (
+        "cold_unthrottled.cpu_ratio",
+        "cold start, unthrottled: CPU operator / floor",
+        "<= 2",
+    ),
 ];
 
 fn target(key: &str) -> &'static str {
@@ -116,7 +176,10 @@ fn loads(result: &Value) -> String {
         .collect();
     let max = xs.iter().copied().fold(f64::NAN, f64::max);
     let min = xs.iter().copied().fold(f64::NAN, f64::min);
-    format!("1-min load between {min:.1} and {max:.1} on {} cores", result["cores"])
+    format!(
+        "1-min load between {min:.1} and {max:.1} on {} cores",
+        result["cores"]
+    )
 }
 
 fn header(result: &Value) -> String {
@@ -138,7 +201,12 @@ pub fn table(result: &Value) -> Result<String> {
         header(result)
     );
     for k in ordered(summary.keys().cloned()) {
-        out += &format!("| {} | {} | {} |\n", label(&k), cell(&summary[&k]), target(&k));
+        out += &format!(
+            "| {} | {} | {} |\n",
+            label(&k),
+            cell(&summary[&k]),
+            target(&k)
+        );
     }
     Ok(out)
 }

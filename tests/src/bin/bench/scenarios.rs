@@ -146,13 +146,21 @@ pub async fn cold(m: &mut Metrics, p: &Preset, rate: Rate) -> Result<()> {
     m.insert(format!("{key}.floor_s"), floor.0);
     m.insert(format!("{key}.floor_cpu_s"), floor.1);
     m.insert(format!("{key}.floor_requests"), floor.2);
-    let ratio = |a: &str, b: &str| m.get(a).copied().unwrap_or(f64::NAN) / m.get(b).copied().unwrap_or(f64::NAN);
+    let ratio = |a: &str, b: &str| {
+        m.get(a).copied().unwrap_or(f64::NAN) / m.get(b).copied().unwrap_or(f64::NAN)
+    };
     let time_ratio = ratio(&format!("{key}.operator_s"), &format!("{key}.floor_s"));
-    let cpu_ratio = ratio(&format!("{key}.operator_cpu_s"), &format!("{key}.floor_cpu_s"));
+    let cpu_ratio = ratio(
+        &format!("{key}.operator_cpu_s"),
+        &format!("{key}.floor_cpu_s"),
+    );
     m.insert(format!("{key}.ratio"), time_ratio);
     m.insert(format!("{key}.cpu_ratio"), cpu_ratio);
     if rate.is_none() {
-        m.insert(format!("{key}.kubectl_s"), kubectl(&set, &nss, &keys).await?);
+        m.insert(
+            format!("{key}.kubectl_s"),
+            kubectl(&set, &nss, &keys).await?,
+        );
     }
     Ok(())
 }
@@ -241,7 +249,10 @@ pub async fn one_namespace(m: &mut Metrics, p: &Preset) -> Result<()> {
         let mut op = Measured::operator(&kc, &format!("one-ns-{n}"), None)?;
         let done = obs.all_children(&keys, LONG).await?;
         let key = format!("one_ns_{n}");
-        m.insert(format!("{key}.operator_s_per_bundle"), secs(t0, done) / n as f64);
+        m.insert(
+            format!("{key}.operator_s_per_bundle"),
+            secs(t0, done) / n as f64,
+        );
         if n == p.one_ns[0] {
             obs.bundles_reason(&bundle_names, "SecretsNotReady", LONG)
                 .await?;
@@ -283,7 +294,9 @@ pub async fn latencies(m: &mut Metrics, p: &Preset) -> Result<()> {
     m.insert("rss_mib.idle".into(), op.rss_mib()?.0);
 
     // Waiting: bundles whose namespaces do not exist cost nothing while they wait.
-    let absent: Vec<String> = (0..p.waiting_bundles).map(|i| format!("absent-{i}")).collect();
+    let absent: Vec<String> = (0..p.waiting_bundles)
+        .map(|i| format!("absent-{i}"))
+        .collect();
     let set: Vec<SecretBundle> = absent
         .iter()
         .map(|ns| simple_bundle(&format!("wait-{ns}"), ns, &["s"]))
@@ -340,7 +353,13 @@ async fn dependents(m: &mut Metrics, p: &Preset, c: &Cluster, obs: &Observer) ->
         c.create_bundles(vec![simple_bundle(&plat, "platform", &[&plat])])
             .await?;
         let es = eso::external_secrets(&c.client, "platform", EsoVersion::V1);
-        wait::until(&es, &plat, "child", |o: Option<&kube::api::DynamicObject>| o.is_some()).await?;
+        wait::until(
+            &es,
+            &plat,
+            "child",
+            |o: Option<&kube::api::DynamicObject>| o.is_some(),
+        )
+        .await?;
         eso::set_ready(&es, &plat, "True", "SecretSynced", "").await?;
         obs.bundles_reason(&[plat.clone()], "Ready", SHORT).await?;
         api.patch(&plat, &PatchParams::default(), &suspend(true))

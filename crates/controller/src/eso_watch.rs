@@ -1,0 +1,182 @@
+//! Watches ESO's CRDs and, while one is usable, its objects at the version that CRD serves:
+//! the operator's children (by label, in full), other ExternalSecrets (metadata only, to find
+//! same-name objects) and the secret stores. A kind's version is shown to reconciles only once
+//! its caches hold a complete list, and every bundle is woken then (and only then).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use secretbundle_api::{BUNDLE_LABEL, StoreKind};
+use tracing::{info, warn};
+
+use crate::cache::{Caches, Child, Foreign, StoreId};
+use crate::eso::{self, CrdProblem, EsoKind, EsoVersion};
+use crate::observe::read_store;
+use crate::watch::{AbortOnDrop, map_event};
+
+/// Follows the three ESO CRDs until the operator stops.
+pub async fn run(client: Client, caches: Arc<Caches>) {
+    let crds: Vec<_> = EsoKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let api = Api::<CustomResourceDefinition>::all(client.clone());
+            let wc =
+                watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
+            watcher(api, wc)
+                .default_backoff()
+                .map(move |ev| (kind, ev))
+                .boxed()
+        })
+        .collect();
+    let mut events = stream::select_all(crds);
+    // What a relist in progress found, per kind.
+    let mut listing: BTreeMap<EsoKind, Result<EsoVersion, CrdProblem>> = BTreeMap::new();
+    let mut running: BTreeMap<EsoKind, (EsoVersion, AbortOnDrop)> = BTreeMap::new();
+    while let Some((kind, event)) = events.next().await {
+        let state = match event {
+            Ok(watcher::Event::Init) => {
+                listing.insert(kind, Err(CrdProblem::Absent));
+                continue;
+            }
+            Ok(watcher::Event::InitApply(crd)) => {
+                listing.insert(kind, eso::usable_version(Some(&crd)));
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => {
+                listing.remove(&kind).unwrap_or(Err(CrdProblem::Absent))
+            }
+            Ok(watcher::Event::Apply(crd)) => eso::usable_version(Some(&crd)),
+            Ok(watcher::Event::Delete(_)) => Err(CrdProblem::Absent),
+            Err(e) => {
+                warn!(error = %e, crd = kind.crd_name(), "CRD watch failed; retrying");
+                continue;
+            }
+        };
+        match state {
+            Ok(version) if running.get(&kind).map(|(v, _)| *v) == Some(version) => {
+                caches.crd_usable(kind, version, false);
+            }
+            Ok(version) => {
+                info!(
+                    kind = kind.kind(),
+                    version = version.as_str(),
+                    "watching ESO objects"
+                );
+                // The old watch (if any) stops first; the new one replaces its cache when listed.
+                running.remove(&kind);
+                caches.crd_usable(kind, version, true);
+                let task =
+                    tokio::spawn(watch_objects(client.clone(), caches.clone(), kind, version));
+                running.insert(kind, (version, AbortOnDrop(task)));
+            }
+            Err(problem) => {
+                if running.remove(&kind).is_some() {
+                    info!(
+                        kind = kind.kind(),
+                        "ESO CRD unusable; stopped watching its objects"
+                    );
+                    caches.forget(kind);
+                }
+                caches.crd_unusable(kind, problem);
+            }
+        }
+    }
+}
+
+async fn watch_objects(client: Client, caches: Arc<Caches>, kind: EsoKind, version: EsoVersion) {
+    match kind {
+        EsoKind::ExternalSecret => watch_external_secrets(client, caches, version).await,
+        EsoKind::SecretStore | EsoKind::ClusterSecretStore => {
+            watch_stores(client, caches, kind, version).await;
+        }
+    }
+}
+
+/// Which stream an ExternalSecret event came from.
+enum Es {
+    Ours(watcher::Result<watcher::Event<Child>>),
+    Other(watcher::Result<watcher::Event<PartialObjectMeta<DynamicObject>>>),
+}
+
+/// The operator's children in full (by label), any other ExternalSecret by metadata.
+async fn watch_external_secrets(client: Client, caches: Arc<Caches>, version: EsoVersion) {
+    let ar = EsoKind::ExternalSecret.api_resource(version);
+    let ours = watcher(
+        Api::<Child>::all_with(client.clone(), &ar),
+        watcher::Config::default().labels(BUNDLE_LABEL),
+    )
+    .default_backoff()
+    .map(Es::Ours);
+    let others = watcher(
+        Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &ar),
+        watcher::Config::default().labels(&format!("!{BUNDLE_LABEL}")),
+    )
+    .default_backoff()
+    .map(Es::Other);
+    let mut events = stream::select(ours.boxed(), others.boxed());
+    let (mut ours_listed, mut others_listed) = (false, false);
+    while let Some(event) = events.next().await {
+        let was_listed = ours_listed && others_listed;
+        match event {
+            Es::Ours(Ok(event)) => {
+                ours_listed |= caches.child_event(map_event(event, |c: Child| {
+                    let key = (c.namespace().unwrap_or_default(), c.name_any());
+                    (key, Arc::new(c.trimmed()))
+                }));
+            }
+            Es::Other(Ok(event)) => {
+                others_listed |= caches.foreign_event(map_event(event, |o| {
+                    let key = (o.namespace().unwrap_or_default(), o.name_any());
+                    (key, Foreign::from_meta(&o))
+                }));
+            }
+            Es::Ours(Err(e)) | Es::Other(Err(e)) => {
+                warn!(error = %e, "ExternalSecret watch failed; retrying");
+                continue;
+            }
+        }
+        if ours_listed && others_listed && !was_listed {
+            caches.synced(EsoKind::ExternalSecret, version);
+        }
+    }
+}
+
+async fn watch_stores(client: Client, caches: Arc<Caches>, kind: EsoKind, version: EsoVersion) {
+    let store_kind = match kind {
+        EsoKind::SecretStore => StoreKind::SecretStore,
+        _ => StoreKind::ClusterSecretStore,
+    };
+    let api = Api::<DynamicObject>::all_with(client, &kind.api_resource(version));
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut listed = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                let was_listed = listed;
+                listed = caches.store_event(
+                    kind,
+                    map_event(event, |o: DynamicObject| {
+                        let id = StoreId {
+                            kind: store_kind,
+                            namespace: o.namespace().unwrap_or_default(),
+                            name: o.name_any(),
+                        };
+                        (id, read_store(&o.data))
+                    }),
+                );
+                if listed && !was_listed {
+                    caches.synced(kind, version);
+                }
+            }
+            Err(e) => warn!(error = %e, kind = kind.kind(), "watch failed; retrying"),
+        }
+    }
+}
