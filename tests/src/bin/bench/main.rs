@@ -77,6 +77,7 @@ async fn run(args: &[String]) -> Result<()> {
     );
 
     let mut repeats = Vec::new();
+    let mut failures = Vec::new();
     for r in 0..preset.repeats {
         let mut m = Metrics::new();
         let mut loads = Vec::new();
@@ -101,16 +102,33 @@ async fn run(args: &[String]) -> Result<()> {
                 runner::load().1
             );
             let before = runner::load().0;
-            step.run(&mut m, &preset)
-                .await
-                .with_context(|| name.to_string())?;
+            // A failed scenario is recorded and the run goes on: one stuck step must not cost
+            // every other figure.
+            if let Err(e) = step.run(&mut m, &preset).await {
+                eprintln!("{name} failed: {e:#}");
+                failures.push(json!({"repeat": r + 1, "step": name, "error": format!("{e:#}")}));
+            }
             loads.push(
                 json!({"step": name, "load1_before": before, "load1_after": runner::load().0}),
             );
+            eprintln!("{}", serde_json::to_string(&m)?);
         }
-        eprintln!("{}", serde_json::to_string_pretty(&m)?);
         repeats.push(json!({"metrics": m, "load": loads}));
+        write_results(&preset, &label, &repeats, &failures)?;
     }
+    let table = write_results(&preset, &label, &repeats, &failures)?;
+    println!("{table}");
+    Ok(())
+}
+
+/// Writes bench/results/<preset>-<label>.{json,md} (after every repeat, so a late failure
+/// keeps what was measured); returns the table.
+fn write_results(
+    preset: &Preset,
+    label: &str,
+    repeats: &[serde_json::Value],
+    failures: &[serde_json::Value],
+) -> Result<String> {
     let result = json!({
         "preset": preset.name,
         "label": label,
@@ -121,7 +139,8 @@ async fn run(args: &[String]) -> Result<()> {
         "uptime_at_end": uptime(),
         "preset_sizes": format!("{preset:?}"),
         "repeats": repeats,
-        "summary": report::summarize(&repeats),
+        "failures": failures,
+        "summary": report::summarize(repeats),
     });
     let dir = repo_root().join("bench/results");
     std::fs::create_dir_all(&dir)?;
@@ -132,8 +151,7 @@ async fn run(args: &[String]) -> Result<()> {
     )?;
     let table = report::table(&result)?;
     std::fs::write(base.with_extension("md"), &table)?;
-    println!("{table}");
-    Ok(())
+    Ok(table)
 }
 
 #[derive(Clone, Copy)]
