@@ -287,10 +287,15 @@ impl ControlPlane {
 
     /// A client acting as cluster admin.
     pub async fn client(&self) -> Result<Client> {
-        let config =
+        Ok(Client::try_from(self.config().await?)?)
+    }
+
+    /// The cluster-admin client configuration (to build a client with extra layers).
+    pub async fn config(&self) -> Result<Config> {
+        Ok(
             Config::from_custom_kubeconfig(self.kubeconfig.clone(), &KubeConfigOptions::default())
-                .await?;
-        Ok(Client::try_from(config)?)
+                .await?,
+        )
     }
 
     /// Writes the admin kubeconfig (for kubectl and child processes) and returns its path.

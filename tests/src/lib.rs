@@ -102,6 +102,22 @@ impl Env {
         self.operator = Some(tokio::spawn(run));
     }
 
+    /// Restarts the in-process operator with a client limited like the binary's (`--qps`,
+    /// `--burst`), for tests of how fast it is when it must pace its requests.
+    pub async fn start_limited_operator(&mut self, qps: u32, burst: u32) -> Result<()> {
+        self.stop_operator();
+        let layer = secretbundle_controller::limit::LimitLayer(
+            secretbundle_controller::limit::Limiter::new(qps, burst),
+        );
+        let client = kube::client::ClientBuilder::try_from(self.cp.config().await?)?
+            .with_layer(&layer)
+            .build();
+        let run =
+            secretbundle_controller::run(client, self.metrics.clone(), 4, std::future::pending());
+        self.operator = Some(tokio::spawn(run));
+        Ok(())
+    }
+
     pub fn stop_operator(&mut self) {
         if let Some(task) = self.operator.take() {
             task.abort();

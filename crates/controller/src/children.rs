@@ -1,7 +1,7 @@
 //! Writes to the target namespace: apply, prune, and cleanup on deletion. Only children this
 //! bundle owns are ever changed, unless its adoption policy allows taking one over.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -9,10 +9,11 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::{Client, ResourceExt};
 use secretbundle_api::{
     AdoptionPolicy, BUNDLE_LABEL, BundleSecret, MANAGED_BY_LABEL, MANAGER, REFRESH_ANNOTATION,
-    RefreshPolicy, SecretBundle,
+    RefreshPolicy, SecretBundle, SecretStatus,
 };
 use serde_json::{Value, json};
 
+use crate::cache::{Caches, Child, Claim, Current, EsObject};
 use crate::error::{Error, KubeContext};
 use crate::eso::{EsoKind, EsoVersion};
 use crate::metrics::Metrics;
@@ -23,51 +24,18 @@ use crate::status::{self, Report};
 /// Annotation on each child: a hash of what was applied, so an unchanged child is not rewritten.
 pub const APPLIED_HASH_ANNOTATION: &str = "secrets.ameide.io/applied-hash";
 
-fn api(client: &Client, ns: &str, version: EsoVersion) -> Api<DynamicObject> {
+fn api<K>(client: &Client, ns: &str, version: EsoVersion) -> Api<K>
+where
+    K: kube::Resource<
+            DynamicType = kube::core::ApiResource,
+            Scope = kube::core::DynamicResourceScope,
+        >,
+{
     Api::namespaced_with(
         client.clone(),
         ns,
         &EsoKind::ExternalSecret.api_resource(version),
     )
-}
-
-/// One async lock per target namespace, created on first use.
-#[derive(Default)]
-pub struct NamespaceLocks(std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl NamespaceLocks {
-    fn get(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.entry(ns.to_string()).or_default().clone()
-    }
-}
-
-/// Does `child` carry an ownerReference to this very bundle (same UID)?
-pub fn owned_by(child: &DynamicObject, bundle: &SecretBundle) -> bool {
-    let uid = bundle.metadata.uid.as_deref();
-    uid.is_some()
-        && child
-            .owner_references()
-            .iter()
-            .any(|o| Some(o.uid.as_str()) == uid)
-}
-
-/// Is `child` this bundle's to manage: labelled for it, or owned by it?
-pub fn managed_by(child: &DynamicObject, bundle: &SecretBundle) -> bool {
-    child.labels().get(BUNDLE_LABEL) == Some(&bundle.name_any()) || owned_by(child, bundle)
-}
-
-/// A child whose labels someone removed, which an Orphan bundle's child (no ownerReference)
-/// could otherwise not be told from a stranger's: it still carries the hash of exactly what this
-/// bundle applies. The hash covers this bundle's own label, so another bundle's child never
-/// matches, and releasing a child removes the hash. Never a reason to prune: only names in the
-/// bundle's spec are checked this way.
-pub fn unlabelled_ours(child: &DynamicObject, want: &DynamicObject) -> bool {
-    let hash = |o: &DynamicObject| o.annotations().get(APPLIED_HASH_ANNOTATION).cloned();
-    !child.labels().contains_key(BUNDLE_LABEL) && hash(child).is_some() && hash(child) == hash(want)
 }
 
 /// Every field of `want` is in `have` with the same value (server defaults in `have` are fine).
@@ -98,19 +66,31 @@ fn with_hash(mut obj: DynamicObject) -> Result<DynamicObject, Error> {
     Ok(obj)
 }
 
+/// Exactly what the operator applies for `bundle`: its rendered children, hash annotation
+/// included (the benchmark's floor client applies the same objects).
+pub fn desired(
+    bundle: &SecretBundle,
+    version: EsoVersion,
+) -> Result<Vec<DynamicObject>, Box<dyn std::error::Error + Send + Sync>> {
+    let children = render(bundle, version)?;
+    Ok(children
+        .into_iter()
+        .map(with_hash)
+        .collect::<Result<_, _>>()?)
+}
+
 /// Applies what changed, prunes what left the spec, and reports the children's readiness.
+/// Ownership is decided from the caches; creating a name no one has is claimed first, so two
+/// bundles never both create it, and done without force, so the apiserver refuses it if another
+/// writer created it meanwhile. Bundles of one namespace reconcile side by side.
 pub async fn sync(
     client: &Client,
+    caches: &Caches,
     metrics: &Metrics,
-    locks: &NamespaceLocks,
     bundle: &SecretBundle,
     version: EsoVersion,
 ) -> Result<Report, Error> {
     let ns = &bundle.spec.target_namespace;
-    // Bundles of one namespace take turns between listing and applying, so two of them never
-    // both see a name as free and claim it (all bundles share one field manager).
-    let lock = locks.get(ns);
-    let _turn = lock.lock().await;
     let desired = match render(bundle, version) {
         Ok(d) => d,
         Err(e) => {
@@ -123,102 +103,85 @@ pub async fn sync(
             ));
         }
     };
-    let api = api(client, ns, version);
-    // One list per reconcile: it shows both our children and any same-name object we must not touch.
-    let existing: BTreeMap<String, DynamicObject> = api
-        .list(&ListParams::default())
-        .await
-        .during("list ExternalSecrets")?
-        .items
-        .into_iter()
-        .map(|o| (o.name_any(), o))
-        .collect();
-
+    let api = api::<EsObject>(client, ns, version);
+    let me = bundle.name_any();
     let mut secrets = Vec::with_capacity(desired.len());
     let (mut conflicts, mut rejections) = (Vec::new(), Vec::new());
     for (want, spec) in desired.into_iter().zip(&bundle.spec.secrets) {
+        // Held until what it created is in the cache.
+        let mut claim = None;
         let name = want.name_any();
-        let current = existing.get(&name);
+        let key = (ns.clone(), name.clone());
         let adopt =
             spec.adoption_policy.unwrap_or(bundle.spec.adoption_policy) == AdoptionPolicy::IfExists;
         let want = with_hash(want)?;
-        let ours = current.is_some_and(|c| managed_by(c, bundle) || unlabelled_ours(c, &want));
-        // Adoption is for objects no bundle manages: two bundles never take one from each other.
-        if let Some(c) = current
-            && !ours
-            && (!adopt || c.labels().contains_key(BUNDLE_LABEL))
-        {
-            let message = match c.labels().get(BUNDLE_LABEL) {
-                Some(other) => format!(
+        let outcome = match caches.current(&key) {
+            Current::Labelled(c) if c.bundle() != Some(me.as_str()) => {
+                let other = c.bundle().unwrap_or_default();
+                Outcome::Conflict(format!(
                     "ExternalSecret {ns}/{name} is managed by bundle {other}; remove it from one of the two"
-                ),
-                None => format!(
-                    "ExternalSecret {ns}/{name} exists and is not managed by this bundle; delete it, or set adoptionPolicy: IfExists to take it over"
-                ),
-            };
-            conflicts.push(message.clone());
-            secrets.push(secretbundle_api::SecretStatus {
-                name,
-                ready: false,
-                reason: Reason::Conflict.as_str().into(),
-                message,
-            });
-            continue;
-        }
-        let want_json = serde_json::to_value(&want).map_err(|source| Error::Serialize {
-            what: "child",
-            source,
-        })?;
-        let up_to_date = current
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|source| Error::Serialize {
-                what: "child",
-                source,
-            })?
-            .is_some_and(|have| is_subset(&want_json, &have));
-        let child = if up_to_date {
-            current.cloned()
-        } else {
-            let mut want = want;
-            let pp = match current {
-                // Ours: fields another manager changed by hand are drift, ours to restore.
-                Some(_) if ours => PatchParams::apply(MANAGER).force(),
-                // Adopted: take over exactly the object we looked at, or fail and look again.
-                Some(c) => {
-                    want.metadata.resource_version = c.resource_version();
-                    PatchParams::apply(MANAGER).force()
-                }
-                // New: no force, so an object someone created meanwhile is a conflict, not ours.
-                None => PatchParams::apply(MANAGER),
-            };
-            match api.patch(&name, &pp, &Patch::Apply(&want)).await {
-                Ok(applied) => {
-                    metrics.applied();
-                    Some(applied)
-                }
-                // The cluster said no (admission, schema, RBAC): report it in its words and go
-                // on with the other children; the reconcile is retried with backoff.
-                Err(kube::Error::Api(s)) if rejected(&s) => {
-                    rejections.push(format!("ExternalSecret {ns}/{name}: {}", s.message));
-                    secrets.push(secretbundle_api::SecretStatus {
-                        name,
-                        ready: false,
-                        reason: Reason::ApplyFailed.as_str().into(),
-                        message: s.message,
-                    });
-                    continue;
-                }
-                Err(e) => return Err(e).during("apply ExternalSecret"),
+                ))
             }
+            Current::Labelled(c) if c.matches(&want)? => Outcome::Current(c),
+            // Ours: fields another manager changed by hand are drift, ours to restore.
+            Current::Labelled(_) => write(&api, want, PatchParams::apply(MANAGER).force()).await?,
+            // Ours with its labels removed by hand, or adopted (adoption is for objects no bundle
+            // manages: two bundles never take one from each other).
+            Current::Foreign(f) if f.owned_by(bundle) || f.carries(&want) || adopt => {
+                // Take over exactly the object we looked at, or fail and look again.
+                let mut want = want;
+                want.metadata
+                    .resource_version
+                    .clone_from(&f.resource_version);
+                write(&api, want, PatchParams::apply(MANAGER).force()).await?
+            }
+            Current::Foreign(_) => Outcome::Conflict(format!(
+                "ExternalSecret {ns}/{name} exists and is not managed by this bundle; delete it, or set adoptionPolicy: IfExists to take it over"
+            )),
+            Current::Absent => match caches.claim(&key, &me) {
+                // New: no force, so an object someone created meanwhile is a conflict, not ours.
+                Claim::Granted(guard) => {
+                    claim = Some(guard);
+                    write(&api, want, PatchParams::apply(MANAGER)).await?
+                }
+                Claim::Held(other) => Outcome::Conflict(format!(
+                    "ExternalSecret {ns}/{name} is being created for bundle {other}; remove it from one of the two"
+                )),
+                // Created since we looked: its watch event wakes this bundle to look again.
+                Claim::Exists => Outcome::Conflict(format!(
+                    "ExternalSecret {ns}/{name} was created meanwhile; checking who manages it"
+                )),
+            },
         };
-        secrets.push(status::child_status(
-            &name,
-            child.as_ref(),
-            refresh_disabled(bundle, spec),
-        ));
+        match outcome {
+            Outcome::Current(c) => secrets.push(status::child_status(
+                &name,
+                Some(&c),
+                refresh_disabled(bundle, spec),
+            )),
+            Outcome::Written(c) => {
+                metrics.applied();
+                caches.written(key, c.clone(), &me);
+                secrets.push(status::child_status(
+                    &name,
+                    Some(&c),
+                    refresh_disabled(bundle, spec),
+                ));
+            }
+            Outcome::Conflict(message) => {
+                conflicts.push(message.clone());
+                secrets.push(child_failure(name, Reason::Conflict, message));
+            }
+            // The cluster said no (admission, schema, RBAC): report it in its words and go on
+            // with the other children; the reconcile is retried with backoff.
+            Outcome::Rejected(message) => {
+                rejections.push(format!("ExternalSecret {ns}/{name}: {message}"));
+                secrets.push(child_failure(name, Reason::ApplyFailed, message));
+            }
+        }
+        drop(claim);
     }
-    prune(&api, metrics, bundle, &existing).await?;
+    prune(&api, caches, metrics, bundle).await?;
 
     let (reason, mut message) = if !rejections.is_empty() {
         (Reason::ApplyFailed, rejections.join("; "))
@@ -231,6 +194,37 @@ pub async fn sync(
         message.push_str(&note);
     }
     Ok(report(bundle, version, reason, message, secrets))
+}
+
+/// What became of one child.
+enum Outcome {
+    /// Already as wanted.
+    Current(Arc<Child>),
+    /// Applied; the apiserver's answer.
+    Written(Arc<Child>),
+    Conflict(String),
+    Rejected(String),
+}
+
+fn child_failure(name: String, reason: Reason, message: String) -> SecretStatus {
+    SecretStatus {
+        name,
+        ready: false,
+        reason: reason.as_str().into(),
+        message,
+    }
+}
+
+async fn write(
+    api: &Api<EsObject>,
+    want: DynamicObject,
+    pp: PatchParams,
+) -> Result<Outcome, Error> {
+    match api.patch(&want.name_any(), &pp, &Patch::Apply(&want)).await {
+        Ok(child) => Ok(Outcome::Written(Arc::new(Child::from(child)))),
+        Err(kube::Error::Api(s)) if rejected(&s) => Ok(Outcome::Rejected(s.message)),
+        Err(e) => Err(e).during("apply ExternalSecret"),
+    }
 }
 
 fn report(
@@ -309,36 +303,48 @@ fn refresh_note(bundle: &SecretBundle) -> Option<String> {
 }
 
 async fn prune(
-    api: &Api<DynamicObject>,
+    api: &Api<EsObject>,
+    caches: &Caches,
     metrics: &Metrics,
     bundle: &SecretBundle,
-    existing: &BTreeMap<String, DynamicObject>,
 ) -> Result<(), Error> {
+    let ns = &bundle.spec.target_namespace;
     let wanted: BTreeSet<&str> = bundle
         .spec
         .secrets
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    for (name, child) in existing {
-        if managed_by(child, bundle) && !wanted.contains(name.as_str()) {
-            delete(api, child).await?;
-            metrics.pruned();
+    let mine = caches.children_of(&bundle.name_any(), bundle.metadata.uid.as_deref());
+    for ((child_ns, name), current) in mine {
+        if &child_ns != ns || wanted.contains(name.as_str()) {
+            continue;
         }
+        let uid = match &current {
+            Current::Labelled(c) => c.uid(),
+            Current::Foreign(f) => f.uid.clone(),
+            Current::Absent => continue,
+        };
+        delete(api, &name, uid).await?;
+        caches.deleted(&(child_ns, name));
+        metrics.pruned();
     }
     Ok(())
 }
 
-async fn delete(api: &Api<DynamicObject>, child: &DynamicObject) -> Result<(), Error> {
+async fn delete<K>(api: &Api<K>, name: &str, uid: Option<String>) -> Result<(), Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     // The UID precondition makes sure we delete the object we looked at, not a successor.
     let dp = DeleteParams {
         preconditions: Some(Preconditions {
-            uid: child.uid(),
+            uid,
             resource_version: None,
         }),
         ..DeleteParams::default()
     };
-    match api.delete(&child.name_any(), &dp).await {
+    match api.delete(name, &dp).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e).during("delete ExternalSecret"),
@@ -354,7 +360,7 @@ pub async fn cleanup(
     let Some(version) = version else {
         return Ok(());
     }; // no CRD: no children left to handle
-    let api = api(client, &bundle.spec.target_namespace, version);
+    let api = api::<DynamicObject>(client, &bundle.spec.target_namespace, version);
     let lp = ListParams::default().labels(&format!("{BUNDLE_LABEL}={}", bundle.name_any()));
     let children = match api.list(&lp).await {
         Ok(list) => list.items,
@@ -365,7 +371,9 @@ pub async fn cleanup(
     // whatever propagation the deletion asked for.
     for child in &children {
         match bundle.spec.deletion_policy {
-            secretbundle_api::DeletionPolicy::Delete => delete(&api, child).await?,
+            secretbundle_api::DeletionPolicy::Delete => {
+                delete(&api, &child.name_any(), child.uid()).await?;
+            }
             secretbundle_api::DeletionPolicy::Orphan => release(&api, bundle, child).await?,
         }
     }
@@ -464,19 +472,22 @@ mod tests {
             o.labels_mut().insert(BUNDLE_LABEL.into(), bundle.into());
             with_hash(o).expect("hash")
         };
+        // What the metadata watch of unlabelled ExternalSecrets keeps of an object.
+        let foreign = |o: &DynamicObject| crate::cache::Foreign {
+            uid: None,
+            resource_version: None,
+            owners: vec![],
+            applied_hash: o.annotations().get(APPLIED_HASH_ANNOTATION).cloned(),
+        };
         let want = labelled("a");
         let mut stripped = want.clone();
         stripped.labels_mut().clear();
-        assert!(unlabelled_ours(&stripped, &want), "labels removed by hand");
-        assert!(
-            !unlabelled_ours(&want, &want),
-            "labelled: managed_by decides"
-        );
+        assert!(foreign(&stripped).carries(&want), "labels removed by hand");
         let mut others = labelled("b");
         others.labels_mut().clear();
-        assert!(!unlabelled_ours(&others, &want), "another bundle's child");
+        assert!(!foreign(&others).carries(&want), "another bundle's child");
         stripped.annotations_mut().clear();
-        assert!(!unlabelled_ours(&stripped, &want), "released: hash removed");
+        assert!(!foreign(&stripped).carries(&want), "released: hash removed");
     }
 
     #[test]

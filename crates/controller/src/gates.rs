@@ -59,7 +59,7 @@ pub struct Facts {
     pub namespace: NamespaceFact,
     pub crd: Result<EsoVersion, CrdProblem>,
     /// The schema the ExternalSecret CRD serves for that version, when it has one.
-    pub eso_schema: Option<ServedSchema>,
+    pub eso_schema: Option<std::sync::Arc<ServedSchema>>,
     /// In `dependsOn` order.
     pub dependencies: Vec<(String, DependencyFact)>,
     /// A dependency path that leads back to this bundle, if any.
@@ -155,7 +155,7 @@ pub fn evaluate(bundle: &SecretBundle, facts: &Facts) -> Result<EsoVersion, Bloc
             ),
         )
     })?;
-    eso_support(bundle, version, facts.eso_schema.as_ref())?;
+    eso_support(bundle, version, facts.eso_schema.as_deref())?;
     if let Some(cycle) = &facts.cycle {
         return Err(Blocked::new(
             Reason::DependencyCycle,

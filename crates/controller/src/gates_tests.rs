@@ -257,7 +257,7 @@ fn schema_without_refresh_policy() -> ServedSchema {
 #[test]
 fn a_field_the_installed_eso_lacks_stalls_the_bundle_right_after_the_crd_gate() {
     let mut facts = open_facts();
-    facts.eso_schema = Some(schema_without_refresh_policy());
+    facts.eso_schema = Some(std::sync::Arc::new(schema_without_refresh_policy()));
     assert_eq!(evaluate(&bundle(), &facts), Ok(EsoVersion::V1));
 
     let mut b = bundle();

@@ -1,5 +1,9 @@
-//! Gathers the facts the gates need: fresh GETs for what lives outside the bundle, the
-//! controller's bundle cache for dependencies (filled before any dependent is woken).
+//! Gathers the facts the gates need. A reconcile reads them from the caches the watches keep
+//! (no request); `explain` fetches them with GETs. Dependencies come from a bundle cache (the
+//! controller's is filled before any dependent is woken).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -9,20 +13,34 @@ use kube::{Client, ResourceExt};
 use secretbundle_api::{SecretBundle, StoreKind};
 use serde_json::Value;
 
+use crate::cache::{Caches, StoreId, store_ids};
 use crate::error::{Error, KubeContext};
-use crate::eso::{self, EsoKind, EsoVersion, ServedSchema};
+use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
 use crate::gates::{
     self, DependencyFact, Facts, NamespaceFact, StoreCondition, StoreFact, StoreKey,
 };
 
-pub async fn facts(
+/// The facts for `bundle`, from the caches.
+pub fn facts(caches: &Caches, bundles: &Store<SecretBundle>, bundle: &SecretBundle) -> Facts {
+    let namespace = caches.namespace(&bundle.spec.target_namespace);
+    let crd = caches.external_secrets();
+    // Each store kind is cached at the version its own CRD serves, which need not be the
+    // ExternalSecret CRD's (the CRDs of one ESO install can be upgraded one by one).
+    let stores = store_ids(bundle)
+        .into_iter()
+        .map(|id| (caches.store(&id), id))
+        .collect();
+    assemble(bundles, bundle, namespace, crd, stores)
+}
+
+/// The facts for `bundle`, fetched from the cluster (for `explain`, which keeps no caches).
+pub async fn fetch(
     client: &Client,
     bundles: &Store<SecretBundle>,
     bundle: &SecretBundle,
 ) -> Result<Facts, Error> {
-    let ns_name = &bundle.spec.target_namespace;
     let namespace = match Api::<Namespace>::all(client.clone())
-        .get_opt(ns_name)
+        .get_opt(&bundle.spec.target_namespace)
         .await
         .during("get namespace")?
     {
@@ -33,7 +51,92 @@ pub async fn facts(
         },
     };
     let (crd, eso_schema) = external_secret_api(client).await?;
+    let mut versions = BTreeMap::new();
+    let mut stores = Vec::new();
+    for id in store_ids(bundle) {
+        let kind = store_kind(id.kind);
+        if !versions.contains_key(&kind) {
+            versions.insert(kind, crd_version(client, kind).await?.ok());
+        }
+        let fact = match versions.get(&kind).copied().flatten() {
+            Some(v) => fetch_store(client, v, &id).await?,
+            None => StoreFact::Absent,
+        };
+        stores.push((fact, id));
+    }
+    Ok(assemble(
+        bundles,
+        bundle,
+        namespace,
+        (crd, eso_schema.map(Arc::new)),
+        stores,
+    ))
+}
 
+fn store_kind(kind: StoreKind) -> EsoKind {
+    match kind {
+        StoreKind::ClusterSecretStore => EsoKind::ClusterSecretStore,
+        StoreKind::SecretStore => EsoKind::SecretStore,
+    }
+}
+
+/// The ESO version children are written in, or why the ExternalSecret CRD cannot be used, and
+/// the schema the CRD serves for it (what the bundle may use).
+async fn external_secret_api(
+    client: &Client,
+) -> Result<(Result<EsoVersion, CrdProblem>, Option<ServedSchema>), Error> {
+    let crd = get_crd(client, EsoKind::ExternalSecret).await?;
+    let version = eso::usable_version(crd.as_ref());
+    let schema = match (&crd, &version) {
+        (Some(crd), Ok(v)) => ServedSchema::of(crd, *v),
+        _ => None,
+    };
+    Ok((version, schema))
+}
+
+/// The version to read or write `kind` in, from its own CRD.
+async fn crd_version(
+    client: &Client,
+    kind: EsoKind,
+) -> Result<Result<EsoVersion, CrdProblem>, Error> {
+    Ok(eso::usable_version(get_crd(client, kind).await?.as_ref()))
+}
+
+async fn get_crd(
+    client: &Client,
+    kind: EsoKind,
+) -> Result<Option<CustomResourceDefinition>, Error> {
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .get_opt(&kind.crd_name())
+        .await
+        .during("get ESO CRD")
+}
+
+async fn fetch_store(
+    client: &Client,
+    version: EsoVersion,
+    id: &StoreId,
+) -> Result<StoreFact, Error> {
+    let resource = store_kind(id.kind).api_resource(version);
+    let api: Api<DynamicObject> = match id.kind {
+        StoreKind::ClusterSecretStore => Api::all_with(client.clone(), &resource),
+        StoreKind::SecretStore => Api::namespaced_with(client.clone(), &id.namespace, &resource),
+    };
+    let store = match api.get_opt(&id.name).await {
+        Ok(store) => store,
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(e) => return Err(e).during("get secret store"),
+    };
+    Ok(store.map_or(StoreFact::Absent, |s| read_store(&s.data)))
+}
+
+fn assemble(
+    bundles: &Store<SecretBundle>,
+    bundle: &SecretBundle,
+    namespace: NamespaceFact,
+    (crd, eso_schema): (Result<EsoVersion, CrdProblem>, Option<Arc<ServedSchema>>),
+    stores: Vec<(StoreFact, StoreId)>,
+) -> Facts {
     let dependencies: Vec<(String, DependencyFact)> = bundle
         .spec
         .depends_on
@@ -57,99 +160,28 @@ pub async fn facts(
     };
     let cycle = gates::find_cycle(&me, &depends_on);
 
-    let mut stores = Vec::new();
-    if crd.is_ok() {
-        // Each store kind is read at the version its own CRD serves, which need not be the
-        // ExternalSecret CRD's (the CRDs of one ESO install can be upgraded one by one).
-        let mut versions = std::collections::BTreeMap::new();
-        for key in gates::referenced_stores(bundle) {
-            let kind = store_kind(key.kind);
-            let version = match versions.get(&kind) {
-                Some(v) => *v,
-                None => {
-                    let v = crd_version(client, kind).await?.ok();
-                    versions.insert(kind, v);
-                    v
-                }
-            };
-            let fact = match version {
-                Some(v) => store_fact(client, v, &key, ns_name).await?,
-                None => StoreFact::Absent,
-            };
-            stores.push((key, fact));
-        }
-    }
-    Ok(Facts {
+    let stores = if crd.is_ok() {
+        stores
+            .into_iter()
+            .map(|(fact, id)| {
+                let key = StoreKey {
+                    kind: id.kind,
+                    name: id.name,
+                };
+                (key, fact)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Facts {
         namespace,
         crd,
         eso_schema,
         dependencies,
         cycle,
         stores,
-    })
-}
-
-/// The ESO version children are written in, or why the ExternalSecret CRD cannot be used.
-pub async fn eso_version(client: &Client) -> Result<Result<EsoVersion, eso::CrdProblem>, Error> {
-    crd_version(client, EsoKind::ExternalSecret).await
-}
-
-/// [`eso_version`], plus the schema the CRD serves for it (what the bundle may use).
-pub async fn external_secret_api(
-    client: &Client,
-) -> Result<(Result<EsoVersion, eso::CrdProblem>, Option<ServedSchema>), Error> {
-    let crd = get_crd(client, EsoKind::ExternalSecret).await?;
-    let version = eso::usable_version(crd.as_ref());
-    let schema = match (&crd, &version) {
-        (Some(crd), Ok(v)) => ServedSchema::of(crd, *v),
-        _ => None,
-    };
-    Ok((version, schema))
-}
-
-/// The version to read or write `kind` in, from its own CRD.
-async fn crd_version(
-    client: &Client,
-    kind: EsoKind,
-) -> Result<Result<EsoVersion, eso::CrdProblem>, Error> {
-    Ok(eso::usable_version(get_crd(client, kind).await?.as_ref()))
-}
-
-async fn get_crd(
-    client: &Client,
-    kind: EsoKind,
-) -> Result<Option<CustomResourceDefinition>, Error> {
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .get_opt(&kind.crd_name())
-        .await
-        .during("get ESO CRD")
-}
-
-fn store_kind(kind: StoreKind) -> EsoKind {
-    match kind {
-        StoreKind::ClusterSecretStore => EsoKind::ClusterSecretStore,
-        StoreKind::SecretStore => EsoKind::SecretStore,
     }
-}
-
-async fn store_fact(
-    client: &Client,
-    version: EsoVersion,
-    key: &StoreKey,
-    ns: &str,
-) -> Result<StoreFact, Error> {
-    let resource = store_kind(key.kind).api_resource(version);
-    let api: Api<DynamicObject> = match key.kind {
-        StoreKind::ClusterSecretStore => Api::all_with(client.clone(), &resource),
-        StoreKind::SecretStore => Api::namespaced_with(client.clone(), ns, &resource),
-    };
-    // A 404 also covers "the store CRD is not installed": either way the store is not there.
-    let store = match api.get_opt(&key.name).await {
-        Ok(store) => store,
-        Err(kube::Error::Api(s)) if s.code == 404 => None,
-        Err(e) => return Err(e).during("get secret store"),
-    };
-    Ok(store.map_or(StoreFact::Absent, |s| read_store(&s.data)))
 }
 
 /// A store is usable when ESO reports `Ready=True`; its `spec.conditions` restrict namespaces.

@@ -3,21 +3,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::Store;
-use kube::{Client, Resource, ResourceExt};
-use secretbundle_api::{FINALIZER, MANAGER, SecretBundle};
-use serde_json::json;
+use kube::{Client, ResourceExt};
+use secretbundle_api::{FINALIZER, SecretBundle};
 use tracing::{info, instrument, warn};
 
-use crate::error::{Error, KubeContext};
+use crate::cache::Caches;
+use crate::error::Error;
+use crate::eso::EsoKind;
 use crate::metrics::Metrics;
-use crate::reason::{Phase, Reason};
-use crate::status::{self, Report};
+use crate::reason::Reason;
+use crate::status::Report;
+use crate::writer::StatusWriter;
 use crate::{children, gates, observe};
 
 /// What every reconcile shares.
@@ -25,10 +26,13 @@ pub struct Context {
     pub client: Client,
     /// The controller's own cache of bundles: dependencies are read from here.
     pub bundles: Store<SecretBundle>,
-    pub recorder: Recorder,
+    /// Namespaces, CRDs, stores and ExternalSecrets, as the watches report them.
+    pub caches: Arc<Caches>,
+    pub status: Arc<StatusWriter>,
     pub metrics: Arc<Metrics>,
-    pub locks: children::NamespaceLocks,
     pub failures: Failures,
+    /// This replica's shard: only bundles whose labels match are reconciled (all when `None`).
+    pub shard: Option<Selector>,
 }
 
 /// Consecutive failed reconciles per bundle, for exponential backoff.
@@ -65,8 +69,15 @@ pub fn retry_delay(previous_failures: u32) -> Duration {
 
 #[instrument(skip_all, fields(bundle = %bundle.name_any()))]
 pub async fn reconcile(bundle: Arc<SecretBundle>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = ctx.metrics.start();
     let bundle_name = bundle.name_any();
+    if let Some(shard) = &ctx.shard
+        && !shard.matches(bundle.labels())
+    {
+        // Another shard's (or it just moved there): not ours to write.
+        ctx.metrics.forget(&bundle_name);
+        return Ok(Action::await_change());
+    }
+    let started = ctx.metrics.start();
     let api: Api<SecretBundle> = Api::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, bundle, |event| async {
         match event {
@@ -93,10 +104,10 @@ pub fn error_policy(bundle: Arc<SecretBundle>, error: &Error, ctx: Arc<Context>)
 }
 
 async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
-    let facts = observe::facts(&ctx.client, &ctx.bundles, bundle).await?;
+    let facts = observe::facts(&ctx.caches, &ctx.bundles, bundle);
     let report = match gates::evaluate(bundle, &facts) {
         Ok(version) => {
-            children::sync(&ctx.client, &ctx.metrics, &ctx.locks, bundle, version).await?
+            children::sync(&ctx.client, &ctx.caches, &ctx.metrics, bundle, version).await?
         }
         Err(blocked) => Report {
             reason: blocked.reason,
@@ -109,71 +120,24 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
                 .and_then(|s| s.last_handled_refresh.clone()),
         },
     };
-    write_status(bundle, &report, ctx).await?;
-    ctx.metrics.reconciled(&bundle.name_any(), report.reason);
-    if report.reason == Reason::ApplyFailed {
+    let (reason, message) = (report.reason, report.message.clone());
+    // Written off the reconcile path, after the children: only the latest report counts.
+    ctx.status.submit(bundle, report);
+    ctx.metrics.reconciled(&bundle.name_any(), reason);
+    if reason == Reason::ApplyFailed {
         // Reported; now an error, so the controller retries it with backoff.
-        return Err(Error::Rejected(report.message));
+        return Err(Error::Rejected(message));
     }
     // Watches on every input drive the next reconcile; nothing is polled.
     Ok(Action::await_change())
 }
 
 async fn cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
-    let version = observe::eso_version(&ctx.client).await?.ok();
+    let version = ctx.caches.crd(EsoKind::ExternalSecret).ok();
     children::cleanup(&ctx.client, bundle, version).await?;
     ctx.metrics.forget(&bundle.name_any());
     info!(policy = ?bundle.spec.deletion_policy, "cleaned up children");
     Ok(Action::await_change())
-}
-
-async fn write_status(bundle: &SecretBundle, report: &Report, ctx: &Context) -> Result<(), Error> {
-    let next = status::next_status(bundle, report, &Time(k8s_openapi::jiff::Timestamp::now()));
-    if bundle.status.as_ref() == Some(&next) {
-        return Ok(()); // nothing changed: no write
-    }
-    let patch = json!({
-        "apiVersion": SecretBundle::api_version(&()),
-        "kind": SecretBundle::kind(&()),
-        "status": next,
-    });
-    Api::<SecretBundle>::all(ctx.client.clone())
-        .patch_status(
-            &bundle.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .during("patch bundle status")?;
-    let before = status::ready_reason(bundle.status.as_ref());
-    if before != Some(report.reason) {
-        info!(reason = %report.reason, message = %report.message, "bundle moved");
-        publish(bundle, report, ctx).await;
-    }
-    Ok(())
-}
-
-/// Events are best effort: a failure to record one must not fail the reconcile.
-async fn publish(bundle: &SecretBundle, report: &Report, ctx: &Context) {
-    let type_ = match report.reason.phase() {
-        Phase::Stalled => EventType::Warning,
-        Phase::Ready | Phase::Idle | Phase::Progressing | Phase::Suspended => EventType::Normal,
-    };
-    let event = KubeEvent {
-        type_,
-        reason: report.reason.as_str().into(),
-        note: Some(report.message.chars().take(1000).collect()),
-        action: if report.reason == Reason::Ready {
-            "Reconciled"
-        } else {
-            "Waiting"
-        }
-        .into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &bundle.object_ref(&())).await {
-        warn!(error = %e, "could not record event");
-    }
 }
 
 #[cfg(test)]

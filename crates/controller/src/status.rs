@@ -2,9 +2,9 @@
 //! `lastTransitionTime` moves only when a condition's status does.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::DynamicObject;
 use secretbundle_api::{SecretBundle, SecretBundleStatus, SecretStatus, condition};
-use serde_json::Value;
+
+use crate::cache::Child;
 
 use crate::eso::EsoVersion;
 use crate::reason::{Phase, Reason};
@@ -22,11 +22,7 @@ pub struct Report {
 
 /// Reads ESO's view of one child. `refresh_disabled` children (refreshInterval "0") are never
 /// re-synced by ESO after the first sync, so an older synced generation is not held against them.
-pub fn child_status(
-    name: &str,
-    child: Option<&DynamicObject>,
-    refresh_disabled: bool,
-) -> SecretStatus {
+pub fn child_status(name: &str, child: Option<&Child>, refresh_disabled: bool) -> SecretStatus {
     let not_ready = |reason: &str, message: String| SecretStatus {
         name: name.into(),
         ready: false,
@@ -36,46 +32,28 @@ pub fn child_status(
     let Some(child) = child else {
         return not_ready("NotApplied", "the ExternalSecret does not exist yet".into());
     };
-    let status = child.data.get("status");
-    let ready = status
-        .and_then(|s| s.get("conditions"))
-        .and_then(Value::as_array)
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-        });
-    let Some(ready) = ready else {
+    let Some(ready) = child.ready() else {
         return not_ready(
             "Pending",
             "ESO has not reported on this ExternalSecret yet".into(),
         );
     };
-    let text = |k: &str| {
-        ready
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    if text("status") != "True" {
-        return not_ready(&text("reason"), text("message"));
+    let reason = ready.reason.clone().unwrap_or_default();
+    let message = ready.message.clone().unwrap_or_default();
+    if ready.status != "True" {
+        return not_ready(&reason, message);
     }
     // creationPolicy Merge before the Secret exists: ESO calls that Ready, yet no key arrived.
     // It looks again at its next refresh, or at once on a refresh request.
-    if text("reason") == SECRET_MISSING {
+    if reason == SECRET_MISSING {
         return not_ready(
             SECRET_MISSING,
-            format!(
-                "{}; ESO looks again at its next refresh, or now on a refresh request",
-                text("message")
-            ),
+            format!("{message}; ESO looks again at its next refresh, or now on a refresh request"),
         );
     }
     // ESO records "<generation>-<hash>" of what it last synced.
-    let synced = status
-        .and_then(|s| s.get("syncedResourceVersion"))
-        .and_then(Value::as_str);
-    let generation = child.metadata.generation.unwrap_or_default();
+    let synced = child.synced_resource_version();
+    let generation = child.generation().unwrap_or_default();
     if let Some(synced) = synced
         && !refresh_disabled
         && !synced.starts_with(&format!("{generation}-"))
@@ -88,8 +66,8 @@ pub fn child_status(
     SecretStatus {
         name: name.into(),
         ready: true,
-        reason: text("reason"),
-        message: text("message"),
+        reason,
+        message,
     }
 }
 
@@ -188,9 +166,9 @@ pub fn ready_reason(status: Option<&SecretBundleStatus>) -> Option<Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn child(generation: i64, status: Value) -> DynamicObject {
+    fn child(generation: i64, status: Value) -> Child {
         serde_json::from_value(json!({
             "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
             "metadata": {"name": "x", "namespace": "ns", "generation": generation},

@@ -1,31 +1,44 @@
 //! Wiring: which changes in the cluster wake which bundles. Everything is driven by watches:
-//! bundles, their dependencies, namespaces, the ESO CRDs, and (once their CRDs exist) ESO's
-//! ExternalSecrets and stores.
+//! bundles, namespaces, the ESO CRDs and (once their CRDs exist) ExternalSecrets and stores.
+//! Each watch fills its cache first and only then wakes the bundles its change affects
+//! (see [`crate::cache`]); the controller starts once every cache holds a complete list, so a
+//! restart neither reports a gate closed that is open nor writes anything that has not changed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use futures::{SinkExt, StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
+use kube::core::{PartialObjectMeta, Selector};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Client, CustomResourceExt, ResourceExt};
-use secretbundle_api::{BUNDLE_LABEL, SecretBundle, StoreKind};
+use secretbundle_api::SecretBundle;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::eso::{self, EsoKind, EsoVersion};
-use crate::gates::referenced_stores;
+use crate::cache::Caches;
+use crate::eso;
+use crate::gates::NamespaceFact;
+use crate::listwatch::Lists;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
+use crate::writer::StatusWriter;
 
-type Trigger = mpsc::Sender<ObjectRef<SecretBundle>>;
+/// How the controller runs.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Bundles reconciled at the same time.
+    pub concurrency: u16,
+    /// Reconcile only bundles whose labels match (one shard of several); all bundles are still
+    /// read, since a bundle may depend on one in another shard.
+    pub shard: Option<Selector>,
+}
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
@@ -34,50 +47,62 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    await_own_crd(&client).await;
-    let bundles = Api::<SecretBundle>::all(client.clone());
-    let wc = watcher::Config::default();
-    let (store, writer) = reflector::store();
-    // One watch fills the bundle cache and wakes dependents, in that order: a dependent reads
-    // its dependency from the cache, so it must never be woken before the cache has the change.
-    let (dependents_tx, dependents_rx) = mpsc::unbounded();
-    let dep_store = store.clone();
-    let bundle_events = watcher(bundles, wc.clone())
-        .backoff(WatchBackoff::default())
-        .reflect(writer)
-        .touched_objects()
-        .inspect_ok(move |b| {
-            for d in dependents(&dep_store, &b.name_any()) {
-                // Only fails once the controller is gone.
-                let _ = dependents_tx.unbounded_send(d);
-            }
-        });
-    let (tx, rx) = mpsc::channel(1024);
-    let _eso = AbortOnDrop(tokio::spawn(watch_eso(client.clone(), store.clone(), tx)));
+    let options = Options {
+        concurrency,
+        shard: None,
+    };
+    run_with(client, metrics, options, shutdown).await;
+}
 
+/// [`run`] with every option.
+pub async fn run_with(
+    client: Client,
+    metrics: Arc<Metrics>,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    await_own_crd(&client).await;
+    let lists = Lists::detect(&client).await;
+    let (wake, woken) = mpsc::unbounded();
+    let caches = Arc::new(Caches::new(wake));
+    let _namespaces = AbortOnDrop(tokio::spawn(watch_namespaces(
+        client.clone(),
+        lists.clone(),
+        caches.clone(),
+    )));
+    let _eso = AbortOnDrop(tokio::spawn(crate::eso_watch::run(
+        client.clone(),
+        lists.clone(),
+        caches.clone(),
+    )));
+    caches.wait_ready().await;
+    info!("caches filled; reconciling");
+
+    let (store, writer) = reflector::store();
+    let bundle_events = bundle_events(&client, &lists, writer, store.clone(), caches.clone());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: secretbundle_api::MANAGER.into(),
+            instance: None,
+        },
+    );
+    let status = StatusWriter::new(client.clone(), store.clone(), recorder);
+    let writers: Vec<_> = (0..2)
+        .map(|_| AbortOnDrop(tokio::spawn(status.clone().run())))
+        .collect();
     let ctx = Arc::new(Context {
-        client: client.clone(),
+        client,
         bundles: store.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: secretbundle_api::MANAGER.into(),
-                instance: None,
-            },
-        ),
+        caches,
+        status: status.clone(),
         metrics,
-        locks: Default::default(),
         failures: Default::default(),
+        shard: options.shard,
     });
-    let ns_store = store.clone();
     Controller::for_stream(bundle_events, store)
-        .with_config(controller::Config::default().concurrency(concurrency))
-        .trigger_backoff(WatchBackoff::default())
-        .watches(Api::<Namespace>::all(client), wc, move |ns| {
-            targeting(&ns_store, &ns.name_any())
-        })
-        .reconcile_on(dependents_rx)
-        .reconcile_on(rx)
+        .with_config(controller::Config::default().concurrency(options.concurrency))
+        .reconcile_on(woken)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -87,6 +112,42 @@ pub async fn run(
             }
         })
         .await;
+    // Every reconcile has finished; no status write may be left in flight either.
+    status.stop();
+    status.drained().await;
+    drop(writers);
+}
+
+/// The bundle watch: fills the bundle cache, then the index, then wakes dependents, in that
+/// order: a dependent reads its dependency from the cache, so it must never be woken before
+/// the cache has the change. Errors are logged here, not passed on: the controller would
+/// hold back every wake-up for a backoff on any error of its input.
+fn bundle_events(
+    client: &Client,
+    lists: &Lists,
+    writer: reflector::store::Writer<SecretBundle>,
+    store: Store<SecretBundle>,
+    caches: Arc<Caches>,
+) -> impl futures::Stream<Item = Result<SecretBundle, watcher::Error>> + Send + 'static {
+    lists
+        .watch(
+            Api::<SecretBundle>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .backoff(WatchBackoff::default())
+        .modify(|b: &mut SecretBundle| b.managed_fields_mut().clear())
+        .reflect(writer)
+        .inspect_ok(move |event| caches.bundle_event(event, &store))
+        .touched_objects()
+        .filter_map(|r| {
+            future::ready(match r {
+                Ok(b) => Some(Ok(b)),
+                Err(e) => {
+                    warn!(error = %e, "SecretBundle watch failed; retrying");
+                    None
+                }
+            })
+        })
 }
 
 /// Delays between watch retries: 0.5 s doubling up to 5 s, back to 0.5 s after any event.
@@ -153,8 +214,8 @@ async fn await_own_crd(client: &Client) {
     }
 }
 
-/// Stops a spawned watch when its owner goes away, even if the owner is itself cancelled.
-struct AbortOnDrop(JoinHandle<()>);
+/// Stops a spawned task when its owner goes away, even if the owner is itself cancelled.
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -162,148 +223,39 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Bundles whose target namespace is `ns`.
-fn targeting(store: &Store<SecretBundle>, ns: &str) -> Vec<ObjectRef<SecretBundle>> {
-    store
-        .state()
-        .iter()
-        .filter(|b| b.spec.target_namespace == ns)
-        .map(|b| ObjectRef::from(b.as_ref()))
-        .collect()
-}
-
-/// Bundles that list `name` in `dependsOn`: they wait on its readiness.
-fn dependents(store: &Store<SecretBundle>, name: &str) -> Vec<ObjectRef<SecretBundle>> {
-    store
-        .state()
-        .iter()
-        .filter(|b| b.spec.depends_on.iter().any(|d| d == name))
-        .map(|b| ObjectRef::from(b.as_ref()))
-        .collect()
-}
-
-/// Bundles affected by a change to an ESO object of `kind`.
-fn affected(
-    store: &Store<SecretBundle>,
-    kind: EsoKind,
-    obj: &DynamicObject,
-) -> Vec<ObjectRef<SecretBundle>> {
-    let (name, ns) = (obj.name_any(), obj.namespace().unwrap_or_default());
-    let hit = |b: &SecretBundle| match kind {
-        // Our own child, or a same-name object that blocks (or stops blocking) one of ours.
-        EsoKind::ExternalSecret => {
-            obj.labels().get(BUNDLE_LABEL) == Some(&b.name_any())
-                || (b.spec.target_namespace == ns && b.spec.secrets.iter().any(|s| s.name == name))
-        }
-        EsoKind::ClusterSecretStore => referenced_stores(b)
-            .iter()
-            .any(|k| k.kind == StoreKind::ClusterSecretStore && k.name == name),
-        EsoKind::SecretStore => {
-            b.spec.target_namespace == ns
-                && referenced_stores(b)
-                    .iter()
-                    .any(|k| k.kind == StoreKind::SecretStore && k.name == name)
-        }
-    };
-    store
-        .state()
-        .iter()
-        .filter(|b| hit(b))
-        .map(|b| ObjectRef::from(b.as_ref()))
-        .collect()
-}
-
-/// Watches the three ESO CRDs. While one is usable, watches its objects at the version the
-/// operator writes; when it goes away or changes version, stops or restarts that watch. Any CRD
-/// change wakes every bundle, since bundles may wait on it.
-async fn watch_eso(client: Client, store: Store<SecretBundle>, mut tx: Trigger) {
-    let crds: Vec<_> = EsoKind::ALL
-        .into_iter()
-        .map(|kind| {
-            let api = Api::<CustomResourceDefinition>::all(client.clone());
-            let wc =
-                watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
-            watcher(api, wc)
-                .backoff(WatchBackoff::default())
-                .map(move |ev| (kind, ev))
-                .boxed()
-        })
-        .collect();
-    let mut events = stream::select_all(crds);
-    let mut running: BTreeMap<EsoKind, (EsoVersion, AbortOnDrop)> = BTreeMap::new();
-    while let Some((kind, event)) = events.next().await {
-        let version = match event {
-            Ok(watcher::Event::Apply(crd) | watcher::Event::InitApply(crd)) => {
-                eso::usable_version(Some(&crd)).ok()
-            }
-            Ok(watcher::Event::Delete(_)) => None,
-            Ok(watcher::Event::Init) => continue,
-            Ok(watcher::Event::InitDone) => running.get(&kind).map(|(v, _)| *v),
-            Err(e) => {
-                warn!(error = %e, crd = kind.crd_name(), "CRD watch failed; retrying");
-                continue;
-            }
-        };
-        if running.get(&kind).map(|(v, _)| *v) != version {
-            running.remove(&kind);
-            if let Some(v) = version {
-                info!(
-                    kind = kind.kind(),
-                    version = v.as_str(),
-                    "watching ESO objects"
-                );
-                let watch = watch_kind(client.clone(), store.clone(), kind, v, tx.clone());
-                running.insert(kind, (v, AbortOnDrop(tokio::spawn(watch))));
-            } else {
-                info!(
-                    kind = kind.kind(),
-                    "ESO CRD unusable; stopped watching its objects"
-                );
-            }
-        }
-        let all: Vec<_> = store
-            .state()
-            .iter()
-            .map(|b| ObjectRef::from(b.as_ref()))
-            .collect();
-        if send_all(&mut tx, all).await.is_err() {
-            break;
-        }
+/// Replaces a watch event's object by what the cache keeps of it.
+pub(crate) fn map_event<K, T>(event: watcher::Event<K>, f: impl Fn(K) -> T) -> watcher::Event<T> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(f(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(f(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(f(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }
 
-async fn watch_kind(
-    client: Client,
-    store: Store<SecretBundle>,
-    kind: EsoKind,
-    version: EsoVersion,
-    mut tx: Trigger,
-) {
-    let api = Api::<DynamicObject>::all_with(client, &kind.api_resource(version));
-    let mut objects = watcher(api, watcher::Config::default())
+/// Namespaces by metadata alone: whether each exists, is terminating, and its labels.
+async fn watch_namespaces(client: Client, lists: Lists, caches: Arc<Caches>) {
+    let api = Api::<PartialObjectMeta<Namespace>>::all(client);
+    let mut events = lists
+        .watch(api, watcher::Config::default())
         .backoff(WatchBackoff::default())
-        .touched_objects()
         .boxed();
-    while let Some(obj) = objects.next().await {
-        match obj {
-            Ok(obj) => {
-                if send_all(&mut tx, affected(&store, kind, &obj))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => warn!(error = %e, kind = kind.kind(), "watch failed; retrying"),
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => caches.namespace_event(map_event(event, |ns| {
+                let fact = if ns.metadata.deletion_timestamp.is_some() {
+                    NamespaceFact::Terminating
+                } else {
+                    NamespaceFact::Active {
+                        labels: ns.metadata.labels.clone().unwrap_or_default(),
+                    }
+                };
+                (ns.name_any(), fact)
+            })),
+            Err(e) => warn!(error = %e, "Namespace watch failed; retrying"),
         }
     }
-}
-
-async fn send_all(
-    tx: &mut Trigger,
-    refs: Vec<ObjectRef<SecretBundle>>,
-) -> Result<(), mpsc::SendError> {
-    tx.send_all(&mut stream::iter(refs).map(Ok)).await
 }
 
 #[cfg(test)]

@@ -66,6 +66,15 @@ pub struct RunArgs {
     /// Requests allowed in a burst above --qps.
     #[arg(long, env = "KUBE_BURST", default_value_t = 100)]
     pub burst: u32,
+    /// Reconcile only bundles whose labels match this selector (e.g.
+    /// `sharding.secrets.ameide.io/key=shard1`, or `!sharding.secrets.ameide.io/key` for the
+    /// default shard), so several deployments split the bundles, each with its own Lease.
+    #[arg(long, env = "WATCH_LABEL_SELECTOR", value_parser = parse_selector)]
+    pub watch_label_selector: Option<kube::core::Selector>,
+}
+
+fn parse_selector(s: &str) -> Result<kube::core::Selector, String> {
+    secretbundle_controller::shard::parse(s)
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -64,7 +64,7 @@ async fn explain_one(
         writeln!(out, "{pad}  ✘ dependency cycle back to {name}")?;
         return Ok(());
     }
-    let facts = observe::facts(client, store, &bundle).await?;
+    let facts = observe::fetch(client, store, &bundle).await?;
     let pad = "  ".repeat(depth + 1);
     writeln!(
         out,
@@ -80,7 +80,7 @@ async fn explain_one(
     };
     writeln!(out, "{pad}{ns_line}")?;
     match &facts.crd {
-        Ok(v) => match gates::eso_support(&bundle, *v, facts.eso_schema.as_ref()) {
+        Ok(v) => match gates::eso_support(&bundle, *v, facts.eso_schema.as_deref()) {
             Ok(()) => writeln!(
                 out,
                 "{pad}✔ ExternalSecret CRD: serving {}",

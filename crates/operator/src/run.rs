@@ -2,15 +2,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use kube::client::ClientBuilder;
 use kube::{Client, Config};
 use prometheus_client::registry::Registry;
 use secretbundle_controller::Metrics;
+use secretbundle_controller::limit::{LimitLayer, Limiter};
 use tokio::sync::watch;
-use tower::limit::RateLimitLayer;
 use tracing::info;
 
 use crate::cli::{LogFormat, RunArgs};
@@ -92,7 +91,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     // Returns once every reconcile in flight has finished: no write of ours is pending after it.
-    secretbundle_controller::run(client, metrics, args.concurrency, shutdown).await;
+    let options = secretbundle_controller::Options {
+        concurrency: args.concurrency,
+        shard: args.watch_label_selector.clone(),
+    };
+    secretbundle_controller::run_with(client, metrics, options, shutdown).await;
     // Hand over at once rather than make the standby wait for the Lease to expire.
     if let Some(leader) = leader
         && leader.release().await
@@ -106,9 +109,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client limited to `qps` on average with bursts of up to `burst` requests, and, under
-/// leader election, fenced: it sends no write unless leadership was renewed recently.
-/// Innermost, a layer that notes whether the apiserver answered each request.
+/// A client limited to `qps` on average with bursts of up to `burst` requests (writes of
+/// children first), and, under leader election, fenced: it sends no write unless leadership was
+/// renewed recently. Innermost, a layer that notes whether the apiserver answered each request.
 fn client(
     config: Config,
     reach: &Reach,
@@ -116,10 +119,7 @@ fn client(
     qps: u32,
     burst: u32,
 ) -> anyhow::Result<Client> {
-    let qps = qps.max(1);
-    let burst = burst.max(qps);
-    let period = Duration::from_secs_f64(f64::from(burst) / f64::from(qps));
-    let limit = RateLimitLayer::new(u64::from(burst), period);
+    let limit = LimitLayer(Limiter::new(qps, burst));
     let builder = ClientBuilder::try_from(config)?.with_layer(&ReachLayer(reach.clone()));
     // The fence sits below the rate limit, so a write is checked when it leaves the queue.
     Ok(match fence {

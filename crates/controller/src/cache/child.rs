@@ -1,0 +1,325 @@
+//! ExternalSecrets as the operator keeps them. Its own children (labelled) keep what ownership,
+//! drift and readiness need: metadata without managedFields, the spec as raw JSON text (parsed
+//! only to check drift) and ESO's Ready condition. Any other ExternalSecret is known by its
+//! metadata alone, enough to refuse (or adopt) a same-name object.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+use kube::core::{ApiResource, DynamicResourceScope, PartialObjectMeta, Resource};
+use secretbundle_api::{BUNDLE_LABEL, SecretBundle};
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::mirror::Cached;
+use crate::children::{APPLIED_HASH_ANNOTATION, is_subset};
+use crate::error::Error;
+
+/// Kept client-side by `kubectl apply`: the whole object again, never needed here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An ExternalSecret as the apiserver sends it (watch events, apply responses), minus what is
+/// never read: managedFields, most of an object's bytes, are skipped while parsing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "Wire")]
+pub struct EsObject {
+    pub metadata: ObjectMeta,
+    spec: Option<Box<RawValue>>,
+    status: ChildStatus,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    metadata: WireMeta,
+    #[serde(default)]
+    spec: Option<Box<RawValue>>,
+    #[serde(default)]
+    status: ChildStatus,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    owner_references: Option<Vec<OwnerReference>>,
+}
+
+impl From<Wire> for EsObject {
+    fn from(w: Wire) -> Self {
+        let m = w.metadata;
+        EsObject {
+            metadata: ObjectMeta {
+                name: m.name,
+                namespace: m.namespace,
+                uid: m.uid,
+                resource_version: m.resource_version,
+                generation: m.generation,
+                labels: m.labels,
+                annotations: m.annotations,
+                owner_references: m.owner_references,
+                ..ObjectMeta::default()
+            },
+            spec: w.spec,
+            status: w.status,
+        }
+    }
+}
+
+/// The part of an ExternalSecret's status the operator reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChildStatus {
+    #[serde(default)]
+    conditions: Vec<ChildCondition>,
+    #[serde(default)]
+    synced_resource_version: Option<String>,
+}
+
+/// ESO's Ready condition on a child.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ChildCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl Resource for EsObject {
+    type DynamicType = ApiResource;
+    type Scope = DynamicResourceScope;
+
+    fn kind(dt: &ApiResource) -> Cow<'_, str> {
+        dt.kind.as_str().into()
+    }
+    fn group(dt: &ApiResource) -> Cow<'_, str> {
+        dt.group.as_str().into()
+    }
+    fn version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.version.as_str().into()
+    }
+    fn api_version(dt: &ApiResource) -> Cow<'_, str> {
+        dt.api_version.as_str().into()
+    }
+    fn plural(dt: &ApiResource) -> Cow<'_, str> {
+        dt.plural.as_str().into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// String pairs, compact: a map of two labels costs a few dozen bytes, not a B-tree node.
+type Pairs = Box<[(Box<str>, Box<str>)]>;
+
+fn pairs(map: Option<BTreeMap<String, String>>) -> Pairs {
+    map.unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k != LAST_APPLIED)
+        .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+        .collect()
+}
+
+fn get<'a>(pairs: &'a Pairs, key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+}
+
+fn to_map(pairs: &Pairs) -> Option<serde_json::Map<String, Value>> {
+    (!pairs.is_empty()).then(|| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(&**v)))
+            .collect()
+    })
+}
+
+/// One of the operator's children (an ExternalSecret labelled with its bundle), as kept: what
+/// ownership, drift and readiness need, in as few bytes as 10,000 of them allow.
+#[derive(Debug, Deserialize)]
+#[serde(from = "EsObject")]
+pub struct Child {
+    uid: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
+    generation: Option<i64>,
+    labels: Pairs,
+    annotations: Pairs,
+    owners: Box<[OwnerReference]>,
+    /// The spec as raw JSON text, parsed only to check drift.
+    spec: Option<Box<RawValue>>,
+    ready: Option<Box<ChildCondition>>,
+    synced_resource_version: Option<Box<str>>,
+    /// The applied hash this object was found to match in full, so it is checked once.
+    verified: OnceLock<Box<str>>,
+}
+
+impl From<EsObject> for Child {
+    fn from(o: EsObject) -> Self {
+        let m = o.metadata;
+        Child {
+            uid: m.uid.map(String::into_boxed_str),
+            resource_version: m.resource_version.map(String::into_boxed_str),
+            generation: m.generation,
+            labels: pairs(m.labels),
+            annotations: pairs(m.annotations),
+            owners: m.owner_references.unwrap_or_default().into_boxed_slice(),
+            spec: o.spec,
+            ready: o
+                .status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .map(Box::new),
+            synced_resource_version: o.status.synced_resource_version.map(String::into_boxed_str),
+            verified: OnceLock::new(),
+        }
+    }
+}
+
+impl Cached for std::sync::Arc<Child> {
+    fn version(&self) -> Option<u64> {
+        self.resource_version.as_deref()?.parse().ok()
+    }
+    fn same(&self, other: &Self) -> bool {
+        self.uid == other.uid && self.resource_version == other.resource_version
+    }
+}
+
+impl Child {
+    /// The bundle its label names.
+    pub fn bundle(&self) -> Option<&str> {
+        get(&self.labels, BUNDLE_LABEL)
+    }
+
+    pub fn uid(&self) -> Option<String> {
+        self.uid.as_deref().map(str::to_string)
+    }
+
+    pub fn generation(&self) -> Option<i64> {
+        self.generation
+    }
+
+    pub fn ready(&self) -> Option<&ChildCondition> {
+        self.ready.as_deref()
+    }
+
+    pub fn synced_resource_version(&self) -> Option<&str> {
+        self.synced_resource_version.as_deref()
+    }
+
+    /// Whether this object already is `want` (hash annotation included): every field of `want`
+    /// is here with the same value; server defaults are fine, anything else is drift to undo.
+    pub fn matches(&self, want: &DynamicObject) -> Result<bool, Error> {
+        let Some(hash) = want.annotations().get(APPLIED_HASH_ANNOTATION) else {
+            return Ok(false);
+        };
+        if get(&self.annotations, APPLIED_HASH_ANNOTATION) != Some(hash.as_str()) {
+            return Ok(false);
+        }
+        if self.verified.get().is_some_and(|v| **v == **hash) {
+            return Ok(true);
+        }
+        let serialize = |source| Error::Serialize {
+            what: "child",
+            source,
+        };
+        let mut want_json = serde_json::to_value(want).map_err(serialize)?;
+        if let Some(obj) = want_json.as_object_mut() {
+            obj.remove("apiVersion");
+            obj.remove("kind");
+        }
+        if let Some(meta) = want_json.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("name");
+            meta.remove("namespace");
+        }
+        let spec = match &self.spec {
+            Some(raw) => serde_json::from_str(raw.get()).map_err(serialize)?,
+            None => Value::Null,
+        };
+        let have = serde_json::json!({
+            "metadata": {
+                "labels": to_map(&self.labels),
+                "annotations": to_map(&self.annotations),
+                "ownerReferences": self.owners,
+            },
+            "spec": spec,
+        });
+        let ok = is_subset(&want_json, &have);
+        if ok {
+            let _ = self.verified.set(hash.as_str().into());
+        }
+        Ok(ok)
+    }
+}
+
+/// Any ExternalSecret without the bundle label, by its metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Foreign {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    /// UIDs of its owners: one may be a bundle whose label was removed by hand.
+    pub owners: Vec<String>,
+    /// The hash of what a bundle applied, if one did: see [`Foreign::carries`].
+    pub applied_hash: Option<String>,
+}
+
+impl Foreign {
+    pub fn from_meta(obj: &PartialObjectMeta<DynamicObject>) -> Self {
+        Foreign {
+            uid: obj.metadata.uid.clone(),
+            resource_version: obj.metadata.resource_version.clone(),
+            owners: obj
+                .owner_references()
+                .iter()
+                .map(|o| o.uid.clone())
+                .collect(),
+            applied_hash: obj.annotations().get(APPLIED_HASH_ANNOTATION).cloned(),
+        }
+    }
+
+    /// A child whose labels someone removed, which an Orphan bundle's child (no ownerReference)
+    /// could otherwise not be told from a stranger's: it still carries the hash of exactly what
+    /// this bundle applies. The hash covers the bundle's own label, so another bundle's child
+    /// never matches, and releasing a child removes the hash. Never a reason to prune: only
+    /// names in the bundle's spec are checked this way.
+    pub fn carries(&self, want: &DynamicObject) -> bool {
+        self.applied_hash.is_some()
+            && self.applied_hash.as_ref() == want.annotations().get(APPLIED_HASH_ANNOTATION)
+    }
+
+    pub fn owned_by(&self, bundle: &SecretBundle) -> bool {
+        bundle
+            .metadata
+            .uid
+            .as_ref()
+            .is_some_and(|uid| self.owners.contains(uid))
+    }
+}
+
+impl Cached for Foreign {
+    fn version(&self) -> Option<u64> {
+        self.resource_version.as_deref()?.parse().ok()
+    }
+    /// Only who it is and who owns it matter to a bundle; the newest version is kept anyway.
+    fn same(&self, other: &Self) -> bool {
+        self.uid == other.uid && self.owners == other.owners && self.applied_hash == other.applied_hash
+    }
+}

@@ -1,0 +1,225 @@
+//! Watches ESO's CRDs and, while one is usable, its objects at the version that CRD serves:
+//! the operator's children (by label, in full), other ExternalSecrets (metadata only, to find
+//! same-name objects) and the secret stores. A kind's version is shown to reconciles only once
+//! its caches hold a complete list, and every bundle is woken then (and only then).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use secretbundle_api::{BUNDLE_LABEL, StoreKind};
+use tracing::{info, warn};
+
+use crate::cache::{Caches, Child, EsObject, Foreign, StoreId};
+use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
+use crate::listwatch::Lists;
+use crate::observe::read_store;
+use crate::watch::{AbortOnDrop, map_event};
+
+/// Follows the three ESO CRDs until the operator stops.
+pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>) {
+    let crds: Vec<_> = EsoKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let api = Api::<CustomResourceDefinition>::all(client.clone());
+            let wc =
+                watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
+            lists
+                .watch(api, wc)
+                .backoff(crate::watch::WatchBackoff::default())
+                .map(move |ev| (kind, ev))
+                .boxed()
+        })
+        .collect();
+    let mut events = stream::select_all(crds);
+    // What a relist in progress found, per kind.
+    let mut listing: BTreeMap<EsoKind, Served> = BTreeMap::new();
+    let mut running: BTreeMap<EsoKind, (EsoVersion, AbortOnDrop)> = BTreeMap::new();
+    while let Some((kind, event)) = events.next().await {
+        let (state, schema) = match event {
+            Ok(watcher::Event::Init) => {
+                listing.insert(kind, (Err(CrdProblem::Absent), None));
+                continue;
+            }
+            Ok(watcher::Event::InitApply(crd)) => {
+                listing.insert(kind, served(&crd));
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => listing
+                .remove(&kind)
+                .unwrap_or((Err(CrdProblem::Absent), None)),
+            Ok(watcher::Event::Apply(crd)) => served(&crd),
+            Ok(watcher::Event::Delete(_)) => (Err(CrdProblem::Absent), None),
+            Err(e) => {
+                warn!(error = %e, crd = kind.crd_name(), "CRD watch failed; retrying");
+                continue;
+            }
+        };
+        if kind == EsoKind::ExternalSecret {
+            caches.set_eso_schema(schema);
+        }
+        match state {
+            Ok(version) if running.get(&kind).map(|(v, _)| *v) == Some(version) => {
+                caches.crd_usable(kind, version, false);
+            }
+            Ok(version) => {
+                info!(
+                    kind = kind.kind(),
+                    version = version.as_str(),
+                    "watching ESO objects"
+                );
+                // The old watch (if any) stops first; the new one replaces its cache when listed.
+                running.remove(&kind);
+                caches.crd_usable(kind, version, true);
+                let task = tokio::spawn(watch_objects(
+                    client.clone(),
+                    lists.clone(),
+                    caches.clone(),
+                    kind,
+                    version,
+                ));
+                running.insert(kind, (version, AbortOnDrop(task)));
+            }
+            Err(problem) => {
+                if running.remove(&kind).is_some() {
+                    info!(
+                        kind = kind.kind(),
+                        "ESO CRD unusable; stopped watching its objects"
+                    );
+                    caches.forget(kind);
+                }
+                caches.crd_unusable(kind, problem);
+            }
+        }
+    }
+}
+
+/// The version a CRD serves that the operator can use (or why none), and its schema.
+type Served = (Result<EsoVersion, CrdProblem>, Option<Arc<ServedSchema>>);
+
+fn served(crd: &CustomResourceDefinition) -> Served {
+    let version = eso::usable_version(Some(crd));
+    let schema = version
+        .as_ref()
+        .ok()
+        .and_then(|v| ServedSchema::of(crd, *v))
+        .map(Arc::new);
+    (version, schema)
+}
+
+async fn watch_objects(
+    client: Client,
+    lists: Lists,
+    caches: Arc<Caches>,
+    kind: EsoKind,
+    version: EsoVersion,
+) {
+    match kind {
+        EsoKind::ExternalSecret => watch_external_secrets(client, lists, caches, version).await,
+        EsoKind::SecretStore | EsoKind::ClusterSecretStore => {
+            watch_stores(client, lists, caches, kind, version).await;
+        }
+    }
+}
+
+/// Which stream an ExternalSecret event came from.
+enum Es {
+    Ours(watcher::Result<watcher::Event<EsObject>>),
+    Other(watcher::Result<watcher::Event<PartialObjectMeta<DynamicObject>>>),
+}
+
+/// The operator's children in full (by label), any other ExternalSecret by metadata.
+async fn watch_external_secrets(
+    client: Client,
+    lists: Lists,
+    caches: Arc<Caches>,
+    version: EsoVersion,
+) {
+    let ar = EsoKind::ExternalSecret.api_resource(version);
+    let ours = lists
+        .watch(
+            Api::<EsObject>::all_with(client.clone(), &ar),
+            watcher::Config::default().labels(BUNDLE_LABEL),
+        )
+        .backoff(crate::watch::WatchBackoff::default())
+        .map(Es::Ours);
+    let others = lists
+        .watch(
+            Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &ar),
+            watcher::Config::default().labels(&format!("!{BUNDLE_LABEL}")),
+        )
+        .backoff(crate::watch::WatchBackoff::default())
+        .map(Es::Other);
+    let mut events = stream::select(ours.boxed(), others.boxed());
+    let (mut ours_listed, mut others_listed) = (false, false);
+    while let Some(event) = events.next().await {
+        let was_listed = ours_listed && others_listed;
+        match event {
+            Es::Ours(Ok(event)) => {
+                ours_listed |= caches.child_event(map_event(event, |o: EsObject| {
+                    let key = (o.namespace().unwrap_or_default(), o.name_any());
+                    (key, Arc::new(Child::from(o)))
+                }));
+            }
+            Es::Other(Ok(event)) => {
+                others_listed |= caches.foreign_event(map_event(event, |o| {
+                    let key = (o.namespace().unwrap_or_default(), o.name_any());
+                    (key, Foreign::from_meta(&o))
+                }));
+            }
+            Es::Ours(Err(e)) | Es::Other(Err(e)) => {
+                warn!(error = %e, "ExternalSecret watch failed; retrying");
+                continue;
+            }
+        }
+        if ours_listed && others_listed && !was_listed {
+            caches.synced(EsoKind::ExternalSecret, version);
+        }
+    }
+}
+
+async fn watch_stores(
+    client: Client,
+    lists: Lists,
+    caches: Arc<Caches>,
+    kind: EsoKind,
+    version: EsoVersion,
+) {
+    let store_kind = match kind {
+        EsoKind::SecretStore => StoreKind::SecretStore,
+        _ => StoreKind::ClusterSecretStore,
+    };
+    let api = Api::<DynamicObject>::all_with(client, &kind.api_resource(version));
+    let mut events = lists
+        .watch(api, watcher::Config::default())
+        .backoff(crate::watch::WatchBackoff::default())
+        .boxed();
+    let mut listed = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                let was_listed = listed;
+                listed = caches.store_event(
+                    kind,
+                    map_event(event, |o: DynamicObject| {
+                        let id = StoreId {
+                            kind: store_kind,
+                            namespace: o.namespace().unwrap_or_default(),
+                            name: o.name_any(),
+                        };
+                        (id, read_store(&o.data))
+                    }),
+                );
+                if listed && !was_listed {
+                    caches.synced(kind, version);
+                }
+            }
+            Err(e) => warn!(error = %e, kind = kind.kind(), "watch failed; retrying"),
+        }
+    }
+}

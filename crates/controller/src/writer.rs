@@ -1,0 +1,233 @@
+//! Status writes, off the reconcile path. A reconcile hands over what it concluded and moves on
+//! to the next bundle; the latest conclusion per bundle is written (an older one still waiting
+//! is replaced, so a state that lasted milliseconds costs no write), then the bundle's event.
+//! Together with the rate limit's preference for child writes, a gate that opens for hundreds
+//! of bundles at once gets their children out before their statuses.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use secretbundle_api::{MANAGER, SecretBundle};
+use serde_json::json;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::reason::{Phase, Reason};
+use crate::reconcile::retry_delay;
+use crate::status::{self, Report};
+
+/// A conclusion waiting to be written.
+#[derive(Clone, Debug)]
+struct Pending {
+    uid: Option<String>,
+    /// The generation the report was reached for: a report for an older one is dropped.
+    generation: Option<i64>,
+    report: Report,
+    failures: u32,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: HashMap<String, Pending>,
+    /// Being written now: not picked by a second writer, so writes of a bundle stay in order.
+    busy: HashSet<String>,
+    stopped: bool,
+}
+
+pub struct StatusWriter {
+    client: Client,
+    bundles: Store<SecretBundle>,
+    recorder: Recorder,
+    queue: Mutex<Queue>,
+    wake: Notify,
+}
+
+impl StatusWriter {
+    pub fn new(client: Client, bundles: Store<SecretBundle>, recorder: Recorder) -> Arc<Self> {
+        Arc::new(StatusWriter {
+            client,
+            bundles,
+            recorder,
+            queue: Mutex::default(),
+            wake: Notify::new(),
+        })
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes `report` for `bundle`, unless its status already says exactly that.
+    pub fn submit(&self, bundle: &SecretBundle, report: Report) {
+        let name = bundle.name_any();
+        let mut q = self.queue();
+        if q.stopped {
+            return;
+        }
+        if !q.busy.contains(&name) && !q.pending.contains_key(&name) && unchanged(bundle, &report) {
+            return; // nothing changed: no write
+        }
+        q.pending.insert(
+            name,
+            Pending {
+                uid: bundle.metadata.uid.clone(),
+                generation: bundle.metadata.generation,
+                report,
+                failures: 0,
+            },
+        );
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Writes until [`StatusWriter::stop`]; run a few of these.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let notified = self.wake.notified();
+            let next = {
+                let mut q = self.queue();
+                if q.stopped {
+                    return;
+                }
+                let name = q.pending.keys().find(|n| !q.busy.contains(*n)).cloned();
+                name.and_then(|n| {
+                    let p = q.pending.remove(&n)?;
+                    q.busy.insert(n.clone());
+                    Some((n, p))
+                })
+            };
+            let Some((name, pending)) = next else {
+                notified.await;
+                continue;
+            };
+            let result = self.write(&name, &pending).await;
+            let mut q = self.queue();
+            q.busy.remove(&name);
+            if let Err(e) = result
+                && !q.stopped
+                && !q.pending.contains_key(&name)
+            {
+                let delay = retry_delay(pending.failures);
+                warn!(bundle = %name, error = %e, retry_in = ?delay, "status write failed");
+                let retry = Pending {
+                    failures: pending.failures.saturating_add(1),
+                    ..pending
+                };
+                drop(q);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let mut q = me.queue();
+                    if !q.stopped && !q.pending.contains_key(&name) {
+                        q.pending.insert(name, retry);
+                        drop(q);
+                        me.wake.notify_one();
+                    }
+                });
+            } else {
+                drop(q);
+            }
+            // Another bundle may be waiting behind this one.
+            self.wake.notify_one();
+        }
+    }
+
+    /// Drops what was not written yet; writers stop after the write in flight, if any.
+    pub fn stop(&self) {
+        let mut q = self.queue();
+        q.stopped = true;
+        q.pending.clear();
+        drop(q);
+        self.wake.notify_waiters();
+    }
+
+    /// Whether a write is still in flight (after [`StatusWriter::stop`], wait for none).
+    pub fn idle(&self) -> bool {
+        self.queue().busy.is_empty()
+    }
+
+    async fn write(&self, name: &str, p: &Pending) -> Result<(), kube::Error> {
+        // The bundle as it is now: the status is built on its current one.
+        let Some(bundle) = self.bundles.get(&ObjectRef::new(name)) else {
+            return Ok(()); // deleted meanwhile
+        };
+        if bundle.metadata.uid != p.uid || bundle.metadata.generation != p.generation {
+            return Ok(()); // replaced or changed: its own reconcile reports on it
+        }
+        let next = status::next_status(
+            &bundle,
+            &p.report,
+            &Time(k8s_openapi::jiff::Timestamp::now()),
+        );
+        if bundle.status.as_ref() == Some(&next) {
+            return Ok(());
+        }
+        let patch = json!({
+            "apiVersion": SecretBundle::api_version(&()),
+            "kind": SecretBundle::kind(&()),
+            "status": next,
+        });
+        let result = Api::<SecretBundle>::all(self.client.clone())
+            .patch_status(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let before = status::ready_reason(bundle.status.as_ref());
+        if before != Some(p.report.reason) {
+            info!(bundle = %name, reason = %p.report.reason, message = %p.report.message, "bundle moved");
+            self.publish(&bundle, &p.report).await;
+        }
+        Ok(())
+    }
+
+    /// Events are best effort: a failure to record one fails nothing.
+    async fn publish(&self, bundle: &SecretBundle, report: &Report) {
+        let type_ = match report.reason.phase() {
+            Phase::Stalled => EventType::Warning,
+            Phase::Ready | Phase::Idle | Phase::Progressing | Phase::Suspended => EventType::Normal,
+        };
+        let event = KubeEvent {
+            type_,
+            reason: report.reason.as_str().into(),
+            note: Some(report.message.chars().take(1000).collect()),
+            action: if report.reason == Reason::Ready {
+                "Reconciled"
+            } else {
+                "Waiting"
+            }
+            .into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &bundle.object_ref(&())).await {
+            warn!(bundle = %bundle.name_any(), error = %e, "could not record event");
+        }
+    }
+
+    /// After `stop`: returns once no write is in flight.
+    pub async fn drained(&self) {
+        while !self.idle() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The bundle's status already is what `report` would write.
+fn unchanged(bundle: &SecretBundle, report: &Report) -> bool {
+    let next = status::next_status(bundle, report, &Time(k8s_openapi::jiff::Timestamp::now()));
+    bundle.status.as_ref() == Some(&next)
+}

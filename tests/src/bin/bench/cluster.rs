@@ -1,0 +1,198 @@
+//! One fresh control plane per measurement, with an audit log, so every run starts from the
+//! same empty etcd and requests can be counted per client from the apiserver's side.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
+use secretbundle_api::SecretBundle;
+use secretbundle_controller::eso::EsoVersion;
+use secretbundle_tests::controlplane::{ControlPlane, Options};
+use secretbundle_tests::{apply_crds, eso, simple_bundle};
+use serde_json::{Value, json};
+
+/// The ESO release whose CRDs the benchmark installs (serves v1).
+pub const ESO: &str = "v2.9.0";
+
+pub struct Cluster {
+    pub client: Client,
+    pub cp: ControlPlane,
+}
+
+/// The identities the measured processes run as; the audit log tells them apart.
+pub const OPERATOR: &str = "operator";
+pub const FLOOR: &str = "floor";
+
+impl Cluster {
+    /// A control plane with the SecretBundle CRD and, with `eso`, ESO's CRDs and a Ready store.
+    pub async fn start(eso: bool) -> Result<Self> {
+        let cp = ControlPlane::start_with(Options {
+            audit: true,
+            ..Options::default()
+        }).await?;
+        let client = cp.client().await?;
+        apply_crds(&client, vec![SecretBundle::crd()]).await?;
+        let cluster = Cluster { client, cp };
+        if eso {
+            cluster.install_eso().await?;
+        }
+        Ok(cluster)
+    }
+
+    pub async fn install_eso(&self) -> Result<()> {
+        apply_crds(&self.client, eso::crds(ESO)?).await?;
+        eso::ready_cluster_store(&self.client, EsoVersion::V1, eso::TEST_STORE).await
+    }
+
+    /// A kubeconfig for a cluster-admin ServiceAccount named `who`.
+    pub async fn kubeconfig_for(&self, who: &str) -> Result<PathBuf> {
+        let pp = PostParams::default();
+        let sas = Api::<ServiceAccount>::namespaced(self.client.clone(), "default");
+        if sas.get_opt(who).await?.is_none() {
+            sas.create(
+                &pp,
+                &serde_json::from_value(json!({"metadata": {"name": who}}))?,
+            )
+            .await?;
+            let crb = json!({"metadata": {"name": format!("bench-{who}")},
+                "subjects": [{"kind": "ServiceAccount", "name": who, "namespace": "default"}],
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}});
+            Api::<ClusterRoleBinding>::all(self.client.clone())
+                .create(&pp, &serde_json::from_value(crb)?)
+                .await?;
+        }
+        let token = sas
+            .create_token_request(who, &pp, &TokenRequest::default())
+            .await?
+            .status
+            .and_then(|s| s.token)
+            .context("no token")?;
+        self.cp.token_kubeconfig_path(who, &token)
+    }
+
+    pub async fn namespaces(&self, names: &[String]) -> Result<()> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        for n in names {
+            api.create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": n}}))?,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates bundles, a few at a time.
+    pub async fn create_bundles(&self, bundles: Vec<SecretBundle>) -> Result<()> {
+        let api = Api::<SecretBundle>::all(self.client.clone());
+        stream::iter(bundles)
+            .map(|b| {
+                let api = api.clone();
+                async move { api.create(&PostParams::default(), &b).await }
+            })
+            .buffer_unordered(8)
+            .try_for_each(|_| async { Ok(()) })
+            .await?;
+        Ok(())
+    }
+
+    /// Current length of the audit log: count requests from here with [`Cluster::requests`].
+    pub fn audit_mark(&self) -> u64 {
+        std::fs::metadata(self.cp.audit_log()).map_or(0, |m| m.len())
+    }
+
+    /// Requests `who` sent since `mark`, by verb (a watch counts once, when it starts).
+    pub fn requests(&self, who: &str, mark: u64) -> Result<Requests> {
+        let bytes = std::fs::read(self.cp.audit_log())?;
+        let start = usize::try_from(mark).unwrap_or(usize::MAX).min(bytes.len());
+        let user = format!("system:serviceaccount:default:{who}");
+        let mut seen = BTreeSet::new();
+        let mut by_verb = BTreeMap::<String, u64>::new();
+        for line in String::from_utf8_lossy(&bytes[start..]).lines() {
+            let Ok(e) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let s = |p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or_default();
+            if s("/user/username") != user || !seen.insert(s("/auditID").to_string()) {
+                continue;
+            }
+            *by_verb.entry(s("/verb").to_string()).or_default() += 1;
+        }
+        Ok(Requests { by_verb })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Requests {
+    pub by_verb: BTreeMap<String, u64>,
+}
+
+impl Requests {
+    pub fn total(&self) -> u64 {
+        self.by_verb.values().sum()
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.by_verb
+            .iter()
+            .filter(|(v, _)| matches!(v.as_str(), "create" | "update" | "patch" | "delete"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// `count` bundles of `secrets` secrets each, spread over `namespaces` round-robin.
+pub fn bundles(
+    prefix: &str,
+    count: usize,
+    secrets: usize,
+    namespaces: &[String],
+) -> Vec<SecretBundle> {
+    (0..count)
+        .map(|i| {
+            let name = format!("{prefix}-{i}");
+            let ns = &namespaces[i % namespaces.len()];
+            let names: Vec<String> = (0..secrets).map(|j| format!("{name}-s{j}")).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            simple_bundle(&name, ns, &refs)
+        })
+        .collect()
+}
+
+/// "ns/name" of every child of `bundles`.
+pub fn child_keys(bundles: &[SecretBundle]) -> Vec<String> {
+    bundles
+        .iter()
+        .flat_map(|b| {
+            b.spec
+                .secrets
+                .iter()
+                .map(move |s| format!("{}/{}", b.spec.target_namespace, s.name))
+        })
+        .collect()
+}
+
+pub fn names(bundles: &[SecretBundle]) -> Vec<String> {
+    bundles.iter().map(ResourceExt::name_any).collect()
+}
+
+/// The objects the operator applies for every bundle in the cluster (read back for their UIDs).
+pub async fn desired(client: &Client) -> Result<Vec<DynamicObject>> {
+    let bundles = Api::<SecretBundle>::all(client.clone())
+        .list(&Default::default())
+        .await?;
+    let mut out = Vec::new();
+    for b in &bundles.items {
+        out.extend(
+            secretbundle_controller::children::desired(b, EsoVersion::V1)
+                .map_err(|e| anyhow::anyhow!("rendering {}: {e}", b.name_any()))?,
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,182 @@
+//! Sharding beyond one replica: two deployments of the real binary on one control plane split
+//! the bundles with `--watch-label-selector`, each electing its own leader on its own Lease.
+//! The apiserver's audit log shows who wrote what: each shard writes only its bundles and their
+//! children, and a relabelled bundle moves to the other shard without either touching it.
+//! ESO's controller is not running here.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context as _;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt as _, ResourceExt};
+use secretbundle_api::SecretBundle;
+use secretbundle_controller::eso::EsoVersion;
+use secretbundle_tests::controlplane::{ControlPlane, Options};
+use secretbundle_tests::process::Operator;
+use secretbundle_tests::{apply_crds, eso, simple_bundle, wait};
+use serde_json::{Value, json};
+
+const SHARD_LABEL: &str = "sharding.secrets.ameide.io/key";
+
+/// A ServiceAccount allowed everything, so the audit log names each shard.
+async fn identity(client: &Client, name: &str) -> anyhow::Result<String> {
+    let pp = PostParams::default();
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), "default");
+    sas.create(
+        &pp,
+        &serde_json::from_value(json!({"metadata": {"name": name}}))?,
+    )
+    .await?;
+    let crb = json!({"metadata": {"name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}],
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}});
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&pp, &serde_json::from_value(crb)?)
+        .await?;
+    sas.create_token_request(name, &pp, &TokenRequest::default())
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .context("no token")
+}
+
+/// Writes (not get/list/watch) from `since` bytes into the audit log: (user, resource, name).
+fn writes(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<(String, String, String)>> {
+    let text = std::fs::read_to_string(cp.audit_log())?;
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for line in text.get(since..).unwrap_or_default().lines() {
+        let e: Value = serde_json::from_str(line)?;
+        let s = |p: &str| {
+            e.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        if matches!(s("/verb").as_str(), "get" | "list" | "watch") || !seen.insert(s("/auditID")) {
+            continue;
+        }
+        let user = s("/user/username");
+        let user = user.rsplit(':').next().unwrap_or_default().to_string();
+        out.push((user, s("/objectRef/resource"), s("/objectRef/name")));
+    }
+    Ok(out)
+}
+
+fn sharded(name: &str, shard: &str, secrets: &[&str]) -> SecretBundle {
+    let mut b = simple_bundle(name, "apps", secrets);
+    b.labels_mut().insert(SHARD_LABEL.into(), shard.into());
+    b
+}
+
+#[tokio::test]
+async fn two_shards_split_bundles_by_label_and_a_relabelled_bundle_moves_cleanly()
+-> anyhow::Result<()> {
+    let cp = ControlPlane::start_with(Options {
+        audit: true,
+        ..Options::default()
+    }).await?;
+    let client = cp.client().await?;
+    apply_crds(&client, vec![SecretBundle::crd()]).await?;
+    apply_crds(&client, eso::crds("v2.9.0")?).await?;
+    eso::ready_cluster_store(&client, EsoVersion::V1, eso::TEST_STORE).await?;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "apps"}}))?,
+        )
+        .await?;
+    let mut shards = Vec::new();
+    for shard in ["a", "b"] {
+        let name = format!("shard-{shard}");
+        let kubeconfig = cp.token_kubeconfig_path(&name, &identity(&client, &name).await?)?;
+        shards.push(Operator::start(
+            &kubeconfig,
+            &cp.dir().join(format!("{name}.log")),
+            &[
+                "--leader-election",
+                &format!("--lease-name=secretbundle-{name}"),
+                &format!("--watch-label-selector={SHARD_LABEL}={shard}"),
+            ],
+        )?);
+    }
+    let bundles = Api::<SecretBundle>::all(client.clone());
+    let pp = PatchParams::apply("secretbundle-tests").force();
+    for b in [
+        sharded("alpha", "a", &["alpha-db"]),
+        sharded("beta", "b", &["beta-db"]),
+    ] {
+        bundles.patch(&b.name_any(), &pp, &Patch::Apply(&b)).await?;
+    }
+    for name in ["alpha", "beta"] {
+        wait::bundle_reason(&bundles, name, "SecretsNotReady").await?;
+    }
+    let es = eso::external_secrets(&client, "apps", EsoVersion::V1);
+    let alpha_db = es.get("alpha-db").await?;
+
+    // Each shard wrote its own bundles, their children and its own Lease, nothing else.
+    let owner = |name: &str| match name {
+        "alpha" | "alpha-db" | "secretbundle-shard-a" => Some("shard-a"),
+        "beta" | "beta-db" | "secretbundle-shard-b" => Some("shard-b"),
+        _ => None, // events; a create's audit entry may carry no name
+    };
+    for (user, resource, name) in writes(&cp, 0)? {
+        if let Some(owner) = owner(&name)
+            && user.starts_with("shard-")
+        {
+            assert_eq!(user, owner, "{user} wrote {resource}/{name}");
+        }
+    }
+    let leases = Api::<Lease>::namespaced(client.clone(), "default");
+    for shard in ["shard-a", "shard-b"] {
+        let lease = leases.get(&format!("secretbundle-{shard}")).await?;
+        assert!(
+            lease.spec.and_then(|s| s.holder_identity).is_some(),
+            "{shard} leads its Lease"
+        );
+    }
+
+    // alpha moves to shard b: b takes it over as it is, a lets go.
+    let mark = std::fs::metadata(cp.audit_log())?.len() as usize;
+    let relabel = json!({"metadata": {"labels": {SHARD_LABEL: "b"}}});
+    bundles
+        .patch("alpha", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await?;
+    let series = r#"secretbundle_bundles{reason="SecretsNotReady"}"#;
+    shards[1].await_metric(series, 2.0).await?;
+    let deadline = tokio::time::Instant::now() + wait::TIMEOUT;
+    while shards[0].metric(series) != 0.0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "shard a still counts alpha"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // ...and from now on answers for it: a new secret is applied by b alone.
+    let moved = sharded("alpha", "b", &["alpha-db", "alpha-cache"]);
+    bundles.patch("alpha", &pp, &Patch::Apply(&moved)).await?;
+    wait::bundle_message(&bundles, "alpha", "SecretsNotReady", "0/2").await?;
+    wait::until_count(&es, &ListParams::default(), 3).await?;
+
+    let after = writes(&cp, mark)?;
+    assert!(
+        after.iter().all(|(user, _, _)| user != "shard-a"),
+        "shard a wrote after alpha left it: {after:?}"
+    );
+    assert!(
+        after.iter().any(|(user, resource, name)| user == "shard-b"
+            && resource == "externalsecrets"
+            && name == "alpha-cache"),
+        "shard b applied the new secret: {after:?}"
+    );
+    assert_eq!(
+        es.get("alpha-db").await?.resource_version(),
+        alpha_db.resource_version(),
+        "the child that stayed was not rewritten by the move"
+    );
+    Ok(())
+}
