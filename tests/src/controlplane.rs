@@ -397,24 +397,12 @@ impl ControlPlane {
 
 /// A POST to etcd's JSON gateway (plain HTTP on its client port); returns the JSON answer.
 fn etcd_post(base: &str, path: &str, body: &str) -> Result<serde_json::Value> {
-    use std::io::{Read as _, Write as _};
-    let addr = base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr)?;
-    write!(
-        s,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let (head, rest) = resp
-        .split_once("\r\n\r\n")
-        .context("malformed etcd answer")?;
-    if head.split_whitespace().nth(1) != Some("200") {
-        bail!("etcd {path}: {head}\n{rest}");
+    let (code, answer) =
+        crate::process::http_post(base.trim_start_matches("http://"), path, &[], body)?;
+    if code != 200 {
+        bail!("etcd {path}: {code} {answer}");
     }
-    // HTTP/1.0: the body is the JSON as is, never chunked.
-    Ok(serde_json::from_str(rest)?)
+    Ok(serde_json::from_str(&answer)?)
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {

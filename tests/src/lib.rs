@@ -6,6 +6,8 @@ pub mod controlplane;
 pub mod eso;
 pub mod fleet;
 pub mod identity;
+pub mod install;
+pub mod orders;
 pub mod pki;
 pub mod process;
 pub mod proxy;

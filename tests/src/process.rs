@@ -76,9 +76,30 @@ impl Operator {
     }
 }
 
+/// A plain-HTTP POST (HTTP/1.0, so the answer is never chunked) to `addr` (`host:port`).
+pub fn http_post(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    let mut head =
+        format!("POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    write!(s, "{head}Content-Length: {}\r\n\r\n{body}", body.len())?;
+    read_response(s)
+}
+
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    read_response(s)
+}
+
+fn read_response(mut s: TcpStream) -> Result<(u16, String)> {
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let Some((head, body)) = resp.split_once("\r\n\r\n") else {

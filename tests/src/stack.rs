@@ -33,8 +33,12 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with stdout and stderr appended to `log` (a restart keeps what came before).
     pub fn spawn(cmd: &mut Command, log: &Path) -> Result<Self> {
-        let out = std::fs::File::create(log)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -70,7 +74,22 @@ pub fn venv_bin(name: &str) -> PathBuf {
 }
 
 impl OpenBao {
+    /// Starts OpenBao on a free port. Dev mode also listens on the next port (its cluster
+    /// listener), which nothing reserved: when another process took it, try another port.
     pub async fn start(dir: &Path) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(dir).await {
+                Err(e) if attempt < 3 => {
+                    eprintln!("OpenBao start attempt {attempt} failed, retrying: {e:#}");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(dir: &Path) -> Result<Self> {
         let port = crate::controlplane::free_port()?;
         let addr = format!("http://127.0.0.1:{port}");
         let mut proc = Proc::spawn(
@@ -114,22 +133,20 @@ impl OpenBao {
             .output()?)
     }
 
-    /// Writes (replaces) a KV v2 secret at `secret/<path>`.
+    /// Writes (replaces) a KV v2 secret at `secret/<path>`, through the HTTP API (no process).
     pub fn put(&self, path: &str, data: &[(&str, &str)]) -> Result<()> {
-        let mut args = vec![
-            "kv".to_string(),
-            "put".into(),
-            "-mount=secret".into(),
-            path.into(),
-        ];
-        args.extend(data.iter().map(|(k, v)| format!("{k}={v}")));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self.cli(&refs)?;
-        if !out.status.success() {
-            bail!(
-                "bao kv put {path}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let data: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        let (code, answer) = crate::process::http_post(
+            self.addr.trim_start_matches("http://"),
+            &format!("/v1/secret/data/{path}"),
+            &[("X-Vault-Token", ROOT_TOKEN)],
+            &json!({ "data": data }).to_string(),
+        )?;
+        if code != 200 {
+            bail!("OpenBao put {path}: {code} {answer}");
         }
         Ok(())
     }
@@ -162,6 +179,11 @@ pub async fn install_eso_v0_16(client: &Client) -> Result<()> {
 
 /// Starts the ESO controller against the control plane (no webhook, no cert controller).
 pub fn start_eso(kubeconfig: &Path, dir: &Path) -> Result<Proc> {
+    start_eso_logging_to(kubeconfig, &dir.join("eso.log"))
+}
+
+/// [`start_eso`], logging to `log`.
+pub fn start_eso_logging_to(kubeconfig: &Path, log: &Path) -> Result<Proc> {
     Proc::spawn(
         Command::new(eso_binary()?)
             .env("KUBECONFIG", kubeconfig)
@@ -174,7 +196,7 @@ pub fn start_eso(kubeconfig: &Path, dir: &Path) -> Result<Proc> {
                 "--store-requeue-interval=5s",
                 "--loglevel=info",
             ]),
-        &dir.join("eso.log"),
+        log,
     )
 }
 
