@@ -55,10 +55,13 @@ pub async fn fetch(
     let mut stores = Vec::new();
     for id in store_ids(bundle) {
         let kind = store_kind(id.kind);
-        if !versions.contains_key(&kind) {
-            versions.insert(kind, crd_version(client, kind).await?.ok());
-        }
-        let fact = match versions.get(&kind).copied().flatten() {
+        let version = match versions.get(&kind) {
+            Some(v) => *v,
+            None => *versions
+                .entry(kind)
+                .or_insert(crd_version(client, kind).await?.ok()),
+        };
+        let fact = match version {
             Some(v) => fetch_store(client, v, &id).await?,
             None => StoreFact::Absent,
         };

@@ -320,6 +320,8 @@ impl Cached for Foreign {
     }
     /// Only who it is and who owns it matter to a bundle; the newest version is kept anyway.
     fn same(&self, other: &Self) -> bool {
-        self.uid == other.uid && self.owners == other.owners && self.applied_hash == other.applied_hash
+        self.uid == other.uid
+            && self.owners == other.owners
+            && self.applied_hash == other.applied_hash
     }
 }

@@ -35,7 +35,8 @@ impl Cluster {
         let cp = ControlPlane::start_with(Options {
             audit: true,
             ..Options::default()
-        }).await?;
+        })
+        .await?;
         let client = cp.client().await?;
         apply_crds(&client, vec![SecretBundle::crd()]).await?;
         let cluster = Cluster { client, cp };

@@ -83,7 +83,7 @@ fn ms(from: Instant, to: Instant) -> f64 {
 
 /// "1k" for 1000 children, "10k" for 10,000, else the number.
 fn size_label(children: usize) -> String {
-    if children % 1000 == 0 {
+    if children.is_multiple_of(1000) {
         format!("{}k", children / 1000)
     } else {
         children.to_string()
@@ -321,10 +321,10 @@ pub async fn latencies(m: &mut Metrics, p: &Preset) -> Result<()> {
         let (name, ns) = (format!("late-{i}"), format!("late-{i}"));
         c.create_bundles(vec![simple_bundle(&name, &ns, &["s"])])
             .await?;
-        obs.bundles_reason(&[name.clone()], "WaitingForNamespace", SHORT)
+        obs.bundles_reason(std::slice::from_ref(&name), "WaitingForNamespace", SHORT)
             .await?;
         let t0 = Instant::now();
-        c.namespaces(&[ns.clone()]).await?;
+        c.namespaces(std::slice::from_ref(&ns)).await?;
         let done = obs.all_children(&[format!("{ns}/s")], SHORT).await?;
         samples.push(ms(t0, done));
     }
@@ -365,13 +365,14 @@ async fn dependents(m: &mut Metrics, p: &Preset, c: &Cluster, obs: &Observer) ->
         )
         .await?;
         eso::set_ready(&es, &plat, "True", "SecretSynced", "").await?;
-        obs.bundles_reason(&[plat.clone()], "Ready", SHORT).await?;
+        obs.bundles_reason(std::slice::from_ref(&plat), "Ready", SHORT)
+            .await?;
         api.patch(&plat, &PatchParams::default(), &suspend(true))
             .await?;
-        obs.bundles_reason(&[plat.clone()], "Suspended", SHORT)
+        obs.bundles_reason(std::slice::from_ref(&plat), "Suspended", SHORT)
             .await?;
         let ns = format!("deps-{t}");
-        c.namespaces(&[ns.clone()]).await?;
+        c.namespaces(std::slice::from_ref(&ns)).await?;
         let mut set = bundles(&format!("dep-{t}"), p.dependents, 1, &[ns]);
         for b in &mut set {
             b.spec.depends_on = vec![plat.clone()];
@@ -382,7 +383,9 @@ async fn dependents(m: &mut Metrics, p: &Preset, c: &Cluster, obs: &Observer) ->
             .await?;
         api.patch(&plat, &PatchParams::default(), &suspend(false))
             .await?;
-        let ready = obs.bundles_reason(&[plat.clone()], "Ready", SHORT).await?;
+        let ready = obs
+            .bundles_reason(std::slice::from_ref(&plat), "Ready", SHORT)
+            .await?;
         samples.push(ms(ready, obs.all_children(&keys, SHORT).await?));
     }
     record(m, "latency.dependents_ms", samples);
