@@ -133,7 +133,8 @@ async fn a_wrong_key_fails_loudly_and_a_fix_plus_refresh_recovers() -> anyhow::R
         &s.env.bundles(),
         "argocd",
         "SecretSyncFailed",
-        "argocd-secret is SecretSyncedError",
+        // The other secret syncs independently: wait for it too.
+        "1/2 secrets ready; argocd-secret is SecretSyncedError",
     )
     .await?;
     let status = b.status.expect("status");

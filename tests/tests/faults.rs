@@ -545,7 +545,7 @@ async fn hand_edits_of_children_are_undone_without_duplicates() -> anyhow::Resul
         (
             "deleted",
             "hand00-s2",
-            vec!["delete", "externalsecret"],
+            DELETE.to_vec(),
             Box::new(labelled_for("hand00")),
         ),
         (
@@ -575,7 +575,7 @@ async fn hand_edits_of_children_are_undone_without_duplicates() -> anyhow::Resul
         (
             "deleted (Orphan)",
             "hand02-s2",
-            vec!["delete", "externalsecret"],
+            DELETE.to_vec(),
             Box::new(labelled_for("hand02")),
         ),
     ] {
@@ -593,5 +593,11 @@ async fn hand_edits_of_children_are_undone_without_duplicates() -> anyhow::Resul
     Ok(())
 }
 
+/// Deletes a child and waits for the garbage collector to remove its Secret first. With a plain
+/// delete, a child recreated within milliseconds can meet ESO while the old Secret (owned by the
+/// deleted child) still exists: ESO reports the new child synced, then the garbage collector
+/// removes that Secret, and ESO only notices at its next refresh. That race is between ESO and
+/// the garbage collector, whoever recreates the ExternalSecret.
+const DELETE: [&str; 3] = ["delete", "--cascade=foreground", "externalsecret"];
 const BUNDLE_LABEL_REMOVE: &str = "secrets.ameide.io/bundle-";
 const MANAGED_BY_REMOVE: &str = "app.kubernetes.io/managed-by-";

@@ -52,7 +52,7 @@ pub fn is_subset(want: &Value, have: &Value) -> bool {
 }
 
 /// Stamps the applied-hash annotation; hashing excludes the annotation itself.
-fn with_hash(mut obj: DynamicObject) -> Result<DynamicObject, Error> {
+pub(crate) fn with_hash(mut obj: DynamicObject) -> Result<DynamicObject, Error> {
     let bytes = serde_json::to_vec(&obj).map_err(|source| Error::Serialize {
         what: "child",
         source,
@@ -221,7 +221,9 @@ async fn write(
     pp: PatchParams,
 ) -> Result<Outcome, Error> {
     match api.patch(&want.name_any(), &pp, &Patch::Apply(&want)).await {
-        Ok(child) => Ok(Outcome::Written(Arc::new(Child::from(child)))),
+        Ok(child) => Ok(Outcome::Written(Arc::new(
+            Child::from(child).applied(&want),
+        ))),
         Err(kube::Error::Api(s)) if rejected(&s) => Ok(Outcome::Rejected(s.message)),
         Err(e) => Err(e).during("apply ExternalSecret"),
     }

@@ -20,6 +20,7 @@ pub mod reconcile;
 pub mod render;
 pub mod shard;
 pub mod status;
+mod triggers;
 pub mod watch;
 mod writer;
 

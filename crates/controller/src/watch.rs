@@ -28,6 +28,7 @@ use crate::gates::NamespaceFact;
 use crate::listwatch::Lists;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
+use crate::triggers::Triggers;
 use crate::writer::StatusWriter;
 
 /// How the controller runs.
@@ -137,8 +138,18 @@ fn bundle_events(
         .backoff(WatchBackoff::default())
         .modify(|b: &mut SecretBundle| b.managed_fields_mut().clear())
         .reflect(writer)
-        .inspect_ok(move |event| caches.bundle_event(event, &store))
-        .touched_objects()
+        .inspect_ok({
+            let store = store.clone();
+            move |event| caches.bundle_event(event, &store)
+        })
+        .scan(Triggers::default(), move |triggers, event| {
+            let out: Vec<_> = match event {
+                Ok(event) => triggers.on(&event, &store).into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            future::ready(Some(futures::stream::iter(out)))
+        })
+        .flatten()
         .filter_map(|r| {
             future::ready(match r {
                 Ok(b) => Some(Ok(b)),

@@ -4,7 +4,7 @@
 //! metadata alone, enough to refuse (or adopt) a same-name object.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use std::collections::BTreeMap;
 
@@ -163,8 +163,9 @@ pub struct Child {
     labels: Pairs,
     annotations: Pairs,
     owners: Box<[OwnerReference]>,
-    /// The spec as raw JSON text, parsed only to check drift.
-    spec: Option<Box<RawValue>>,
+    /// The spec as raw JSON text, parsed only to check drift, and dropped once this version of
+    /// the object is known to match: at 10,000 children, specs would be most of the cache.
+    spec: Mutex<Option<Box<RawValue>>>,
     ready: Option<Box<ChildCondition>>,
     synced_resource_version: Option<Box<str>>,
     /// The applied hash this object was found to match in full, so it is checked once.
@@ -181,7 +182,7 @@ impl From<EsObject> for Child {
             labels: pairs(m.labels),
             annotations: pairs(m.annotations),
             owners: m.owner_references.unwrap_or_default().into_boxed_slice(),
-            spec: o.spec,
+            spec: Mutex::new(o.spec),
             ready: o
                 .status
                 .conditions
@@ -200,6 +201,29 @@ impl Cached for std::sync::Arc<Child> {
     }
     fn same(&self, other: &Self) -> bool {
         self.uid == other.uid && self.resource_version == other.resource_version
+    }
+
+    /// A new version of a child known to match (ESO wrote its status, say) still matches when
+    /// neither its spec (same generation: the apiserver bumps it on every spec change) nor the
+    /// metadata the operator sets changed; then its spec need not be kept either.
+    fn carry_from(&mut self, old: &Self) {
+        let Some(verified) = old.verified.get() else {
+            return;
+        };
+        let Some(new) = std::sync::Arc::get_mut(self) else {
+            return;
+        };
+        if new.verified.get().is_none()
+            && new.uid == old.uid
+            && new.generation.is_some()
+            && new.generation == old.generation
+            && new.labels == old.labels
+            && new.annotations == old.annotations
+            && new.owners == old.owners
+        {
+            new.verified = OnceLock::from(verified.clone());
+            *new.spec.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        }
     }
 }
 
@@ -250,7 +274,8 @@ impl Child {
             meta.remove("name");
             meta.remove("namespace");
         }
-        let spec = match &self.spec {
+        let mut kept = self.spec.lock().unwrap_or_else(PoisonError::into_inner);
+        let spec = match kept.as_ref() {
             Some(raw) => serde_json::from_str(raw.get()).map_err(serialize)?,
             None => Value::Null,
         };
@@ -265,8 +290,18 @@ impl Child {
         let ok = is_subset(&want_json, &have);
         if ok {
             let _ = self.verified.set(hash.as_str().into());
+            *kept = None;
         }
         Ok(ok)
+    }
+
+    /// This object is the apiserver's answer to applying `want`: it matches, by definition.
+    pub fn applied(mut self, want: &DynamicObject) -> Self {
+        if let Some(hash) = want.annotations().get(APPLIED_HASH_ANNOTATION) {
+            self.verified = OnceLock::from(Box::from(hash.as_str()));
+            *self.spec.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        self
     }
 }
 
@@ -325,3 +360,7 @@ impl Cached for Foreign {
             && self.applied_hash == other.applied_hash
     }
 }
+
+#[cfg(test)]
+#[path = "child_tests.rs"]
+mod tests;

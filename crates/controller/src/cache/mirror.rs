@@ -15,6 +15,8 @@ pub trait Cached {
     }
     /// Whether two values say the same thing (no bundle needs to hear about the change).
     fn same(&self, other: &Self) -> bool;
+    /// Takes over what was learnt about the value this one replaces.
+    fn carry_from(&mut self, _old: &Self) {}
 }
 
 /// One key's change: what it was and what it is now.
@@ -86,7 +88,8 @@ impl<K: Hash + Eq + Clone, V: Cached + Clone> Mirror<K, V> {
             match listed.remove(&k) {
                 // Written through after the list was taken: keep ours.
                 Some(new) if !not_older(&new, &old) => drop(self.items.insert(k, old)),
-                Some(new) => {
+                Some(mut new) => {
+                    new.carry_from(&old);
                     if !old.same(&new) {
                         changed.push((k.clone(), Some(old), Some(new.clone())));
                     }
@@ -103,7 +106,10 @@ impl<K: Hash + Eq + Clone, V: Cached + Clone> Mirror<K, V> {
     }
 
     /// Stores `value` unless a newer one is there; returns the change, if it is one.
-    pub fn put(&mut self, key: K, value: V) -> Option<Changed<K, V>> {
+    pub fn put(&mut self, key: K, mut value: V) -> Option<Changed<K, V>> {
+        if let Some(old) = self.items.get(&key) {
+            value.carry_from(old);
+        }
         match self.items.get(&key) {
             Some(old) if !not_older(&value, old) => None,
             Some(old) if old.same(&value) => {

@@ -1,0 +1,62 @@
+use std::sync::Arc;
+
+use kube::api::DynamicObject;
+use serde_json::json;
+
+use super::*;
+use crate::children::with_hash;
+use crate::eso::{EsoKind, EsoVersion};
+
+fn want(interval: &str) -> DynamicObject {
+    let ar = EsoKind::ExternalSecret.api_resource(EsoVersion::V1);
+    let mut o = DynamicObject::new("db", &ar).data(json!({"spec": {"refreshInterval": interval}}));
+    o.labels_mut().insert(BUNDLE_LABEL.into(), "b".into());
+    with_hash(o).expect("hash")
+}
+
+/// The object as the watch sends it: `want`, at `generation`, with `spec` live.
+fn live(want: &DynamicObject, generation: i64, rv: &str, spec: serde_json::Value) -> Arc<Child> {
+    let mut o = serde_json::to_value(want).expect("json");
+    o["metadata"]["uid"] = json!("u1");
+    o["metadata"]["generation"] = json!(generation);
+    o["metadata"]["resourceVersion"] = json!(rv);
+    o["spec"] = spec;
+    Arc::new(serde_json::from_value(o).expect("child"))
+}
+
+fn holds_spec(c: &Child) -> bool {
+    c.spec.lock().expect("lock").is_some()
+}
+
+#[test]
+fn a_verified_child_drops_its_spec_and_its_next_versions_need_none() {
+    let w = want("1h");
+    let first = live(&w, 1, "10", json!({"refreshInterval": "1h", "target": {}}));
+    assert!(holds_spec(&first));
+    assert!(first.matches(&w).expect("matches"));
+    assert!(!holds_spec(&first), "dropped once verified");
+    assert!(first.matches(&w).expect("matches"), "still matches");
+
+    // ESO wrote its status: same generation, so still a match, without keeping the spec.
+    let mut status_only = live(&w, 1, "11", json!({"refreshInterval": "1h"}));
+    status_only.carry_from(&first);
+    assert!(!holds_spec(&status_only));
+    assert!(status_only.matches(&w).expect("matches"));
+
+    // Someone edited the spec: a new generation is checked against its own spec again.
+    let mut edited = live(&w, 2, "12", json!({"refreshInterval": "5m"}));
+    edited.carry_from(&status_only);
+    assert!(holds_spec(&edited));
+    assert!(!edited.matches(&w).expect("matches"), "drift found");
+}
+
+#[test]
+fn what_the_apiserver_answered_to_an_apply_matches_without_a_spec() {
+    let w = want("1h");
+    let o = serde_json::to_value(&w).expect("json");
+    let answer: EsObject = serde_json::from_value(o).expect("object");
+    let c = Child::from(answer).applied(&w);
+    assert!(!holds_spec(&c));
+    assert!(c.matches(&w).expect("matches"));
+    assert!(!c.matches(&want("2h")).expect("matches"), "other hash");
+}
