@@ -78,7 +78,12 @@ pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>) {
                 caches.crd_usable(kind, version, true);
                 let task = tokio::spawn(watch_objects(
                     client.clone(),
-                    lists.clone(),
+                    // Bundles may be waiting on it: no streaming list's extra second.
+                    if caches.running() {
+                        lists.paged()
+                    } else {
+                        lists.clone()
+                    },
                     caches.clone(),
                     kind,
                     version,

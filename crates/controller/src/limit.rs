@@ -23,11 +23,18 @@ struct Bucket {
     urgent_waiting: usize,
 }
 
+/// The share of the burst only child writes may use. Everything else still gets `qps` on
+/// average: the reserve only refills first.
+const RESERVED: f64 = 0.8;
+
 /// A token bucket with two priorities.
 #[derive(Debug)]
 pub struct Limiter {
     qps: f64,
     burst: f64,
+    /// Tokens only child writes may take: the burst is kept for the children of a gate that
+    /// opens, whatever statuses and events were written just before.
+    reserve: f64,
     bucket: Mutex<Bucket>,
     freed: Notify,
 }
@@ -39,6 +46,7 @@ impl Limiter {
         Arc::new(Limiter {
             qps,
             burst,
+            reserve: (burst * RESERVED).min(burst - 1.0).max(0.0),
             bucket: Mutex::new(Bucket {
                 tokens: burst,
                 last: Instant::now(),
@@ -61,11 +69,12 @@ impl Limiter {
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.qps).min(self.burst);
         b.last = now;
-        if b.tokens >= 1.0 && (urgent || b.urgent_waiting == 0) {
+        let floor = if urgent { 0.0 } else { self.reserve };
+        if b.tokens >= 1.0 + floor && (urgent || b.urgent_waiting == 0) {
             b.tokens -= 1.0;
             return Ok(());
         }
-        let missing = (1.0 - b.tokens).max(0.0);
+        let missing = (1.0 + floor - b.tokens).max(0.0);
         // A request behind urgent ones re-checks when they are served (or after a while).
         let wait = Duration::from_secs_f64(missing / self.qps).max(Duration::from_millis(1));
         Err(wait)
@@ -186,19 +195,46 @@ mod tests {
         let l = Limiter::new(10, 20);
         let start = Instant::now();
         for _ in 0..20 {
-            l.acquire(false).await;
+            l.acquire(true).await;
         }
         assert!(
             start.elapsed() < Duration::from_millis(5),
             "the burst is free"
         );
         for _ in 0..10 {
-            l.acquire(false).await;
+            l.acquire(true).await;
         }
         let took = start.elapsed();
         assert!(
             took >= Duration::from_millis(990) && took < Duration::from_millis(1100),
             "then 10 per second: {took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn most_of_the_burst_is_kept_for_child_writes() {
+        let l = Limiter::new(10, 20);
+        let start = Instant::now();
+        for _ in 0..4 {
+            l.acquire(false).await;
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(5),
+            "a fifth is free"
+        );
+        l.acquire(false).await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(90),
+            "then statuses wait for the rate: {:?}",
+            start.elapsed()
+        );
+        let children = Instant::now();
+        for _ in 0..16 {
+            l.acquire(true).await;
+        }
+        assert!(
+            children.elapsed() < Duration::from_millis(5),
+            "the reserve is there for children"
         );
     }
 

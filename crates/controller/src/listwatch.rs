@@ -3,6 +3,11 @@
 //! objects is ever held in memory. So a restart costs a fixed handful of requests. Where the
 //! apiserver cannot (before Kubernetes 1.32, or the WatchList feature turned off), the first
 //! failure switches every watch to paged lists.
+//!
+//! A streaming list completes with a bookmark the apiserver's watch cache sends on its next
+//! tick, up to a second later. That second is paid once at startup; a watch that starts while
+//! bundles wait for it (an ESO CRD just installed) lists in pages instead, so its bundles
+//! proceed within a round trip.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -40,6 +45,11 @@ impl Lists {
         };
         info!(streaming, "initial lists of watches");
         Lists(Arc::new(AtomicBool::new(streaming)))
+    }
+
+    /// Watches that list in pages, for watches bundles are waiting on.
+    pub fn paged(&self) -> Self {
+        Lists(Arc::new(AtomicBool::new(false)))
     }
 
     fn streaming(&self) -> bool {

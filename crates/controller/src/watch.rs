@@ -161,23 +161,26 @@ fn bundle_events(
         })
 }
 
-/// Delays between watch retries: 0.5 s doubling up to 5 s, back to 0.5 s after any event.
+/// Delays between watch retries: at once, then 0.5 s doubling up to 5 s; from the start again
+/// after any event.
 ///
 /// kube's default climbs to 30 s (plus jitter) and stays there until two quiet minutes pass. After
 /// a 30 s apiserver outage that left the operator blind for up to ~47 s once the apiserver was
 /// back: resumed watches end in `410 Gone` (the restarted apiserver's watch cache starts afresh)
 /// and back off once more before relisting, and the Controller backs off all its triggers
-/// together whenever one of its watches fails. A watch retry is one cheap request.
-pub struct WatchBackoff(Duration);
+/// together whenever one of its watches fails. A watch retry is one cheap request. The first
+/// retry is immediate: the usual first error is a `410 Gone` that only asks for a relist (a
+/// watch of a CRD created a moment ago often gets one), and bundles may be waiting on it.
+pub struct WatchBackoff(Option<Duration>);
 
 impl WatchBackoff {
-    const FIRST: Duration = Duration::from_millis(500);
+    const SECOND: Duration = Duration::from_millis(500);
     const MAX: Duration = Duration::from_secs(5);
 }
 
 impl Default for WatchBackoff {
     fn default() -> Self {
-        WatchBackoff(Self::FIRST)
+        WatchBackoff(None)
     }
 }
 
@@ -185,15 +188,15 @@ impl Iterator for WatchBackoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let delay = self.0;
-        self.0 = (delay * 2).min(Self::MAX);
+        let delay = self.0.unwrap_or(Duration::ZERO);
+        self.0 = Some(self.0.map_or(Self::SECOND, |d| (d * 2).min(Self::MAX)));
         Some(delay)
     }
 }
 
 impl Backoff for WatchBackoff {
     fn reset(&mut self) {
-        self.0 = Self::FIRST;
+        self.0 = None;
     }
 }
 
@@ -277,8 +280,8 @@ mod tests {
     fn watch_retries_stay_within_seconds_and_reset() {
         let mut b = WatchBackoff::default();
         let delays: Vec<u64> = b.by_ref().take(7).map(|d| d.as_millis() as u64).collect();
-        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        assert_eq!(delays, [0, 500, 1000, 2000, 4000, 5000, 5000]);
         b.reset();
-        assert_eq!(b.next(), Some(Duration::from_millis(500)));
+        assert_eq!(b.next(), Some(Duration::ZERO));
     }
 }

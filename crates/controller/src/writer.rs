@@ -16,6 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 use secretbundle_api::{MANAGER, SecretBundle};
 use serde_json::json;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::reason::{Phase, Reason};
@@ -30,7 +31,16 @@ struct Pending {
     generation: Option<i64>,
     report: Report,
     failures: u32,
+    /// Not written before: a conclusion replaced within [`SETTLE`] costs no write.
+    due: Instant,
 }
+
+/// How long a conclusion other than Ready waits before it is written. When a gate opens for
+/// many bundles at once (ESO's CRDs installed, then its store), the intermediate states they
+/// pass through for a few milliseconds would otherwise cost a status write and an event each,
+/// and take the rate limit's budget from the children users wait for. Ready is written at once:
+/// `kubectl wait` and dependents should not wait for it.
+const SETTLE: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 struct Queue {
@@ -75,6 +85,13 @@ impl StatusWriter {
         if !q.busy.contains(&name) && !q.pending.contains_key(&name) && unchanged(bundle, &report) {
             return; // nothing changed: no write
         }
+        let now = Instant::now();
+        let due = match (report.reason, q.pending.get(&name)) {
+            (Reason::Ready, _) => now,
+            // Replaced: still written by when the first one was due, however often it changes.
+            (_, Some(earlier)) => earlier.due,
+            (_, None) => now + SETTLE,
+        };
         q.pending.insert(
             name,
             Pending {
@@ -82,6 +99,7 @@ impl StatusWriter {
                 generation: bundle.metadata.generation,
                 report,
                 failures: 0,
+                due,
             },
         );
         drop(q);
@@ -92,20 +110,32 @@ impl StatusWriter {
     pub async fn run(self: Arc<Self>) {
         loop {
             let notified = self.wake.notified();
-            let next = {
+            let now = Instant::now();
+            let (next, earliest) = {
                 let mut q = self.queue();
                 if q.stopped {
                     return;
                 }
-                let name = q.pending.keys().find(|n| !q.busy.contains(*n)).cloned();
-                name.and_then(|n| {
+                let free = || q.pending.iter().filter(|(n, _)| !q.busy.contains(*n));
+                let name = free().find(|(_, p)| p.due <= now).map(|(n, _)| n.clone());
+                let earliest = free().map(|(_, p)| p.due).min();
+                let next = name.and_then(|n| {
                     let p = q.pending.remove(&n)?;
                     q.busy.insert(n.clone());
                     Some((n, p))
-                })
+                });
+                (next, earliest)
             };
             let Some((name, pending)) = next else {
-                notified.await;
+                match earliest {
+                    Some(due) => {
+                        tokio::select! {
+                            () = notified => {}
+                            () = tokio::time::sleep_until(due) => {}
+                        }
+                    }
+                    None => notified.await,
+                }
                 continue;
             };
             let result = self.write(&name, &pending).await;
@@ -119,6 +149,7 @@ impl StatusWriter {
                 warn!(bundle = %name, error = %e, retry_in = ?delay, "status write failed");
                 let retry = Pending {
                     failures: pending.failures.saturating_add(1),
+                    due: Instant::now(),
                     ..pending
                 };
                 drop(q);
@@ -190,7 +221,11 @@ impl StatusWriter {
         let before = status::ready_reason(bundle.status.as_ref());
         if before != Some(p.report.reason) {
             info!(bundle = %name, reason = %p.report.reason, message = %p.report.message, "bundle moved");
-            self.publish(&bundle, &p.report).await;
+            // An event for what a person should notice (Ready, or something wrong); waiting and
+            // progress are in the status, and would cost a write per bundle per gate.
+            if matches!(p.report.reason.phase(), Phase::Ready | Phase::Stalled) {
+                self.publish(&bundle, &p.report).await;
+            }
         }
         Ok(())
     }

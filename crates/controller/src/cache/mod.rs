@@ -163,6 +163,7 @@ pub struct Caches {
     claims: Mutex<HashMap<ChildKey, String>>,
     /// The schema the ExternalSecret CRD serves (what a bundle may use).
     eso_schema: RwLock<Option<Arc<ServedSchema>>>,
+    running: std::sync::atomic::AtomicBool,
     /// Bumped whenever something [`Caches::ready`] depends on changes.
     progress: tokio::sync::watch::Sender<u64>,
 }
@@ -181,6 +182,7 @@ impl Caches {
             foreign: RwLock::new(Indexed::new(|f: &Foreign| f.owners.clone())),
             claims: Mutex::default(),
             eso_schema: RwLock::default(),
+            running: std::sync::atomic::AtomicBool::new(false),
             progress: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -373,6 +375,13 @@ impl Caches {
                 return;
             }
         }
+        self.running
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Reconciles have started: the caches were complete once.
+    pub fn running(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     // --- Stores --------------------------------------------------------------------------
