@@ -171,17 +171,12 @@ fn bundle_events(
 /// together whenever one of its watches fails. A watch retry is one cheap request. The first
 /// retry is immediate: the usual first error is a `410 Gone` that only asks for a relist (a
 /// watch of a CRD created a moment ago often gets one), and bundles may be waiting on it.
+#[derive(Default)]
 pub struct WatchBackoff(Option<Duration>);
 
 impl WatchBackoff {
     const SECOND: Duration = Duration::from_millis(500);
     const MAX: Duration = Duration::from_secs(5);
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        WatchBackoff(None)
-    }
 }
 
 impl Iterator for WatchBackoff {
