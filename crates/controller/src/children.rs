@@ -13,7 +13,10 @@ use secretbundle_api::{
 };
 use serde_json::{Value, json};
 
-use crate::cache::{Caches, Child, Claim, Current, EsObject};
+use futures::{StreamExt, stream};
+use tokio::sync::Semaphore;
+
+use crate::cache::{Caches, Child, ChildKey, Claim, Current, EsObject};
 use crate::error::{Error, KubeContext};
 use crate::eso::{EsoKind, EsoVersion};
 use crate::metrics::Metrics;
@@ -87,6 +90,7 @@ pub async fn sync(
     client: &Client,
     caches: &Caches,
     metrics: &Metrics,
+    writes: &Semaphore,
     bundle: &SecretBundle,
     version: EsoVersion,
 ) -> Result<Report, Error> {
@@ -105,69 +109,34 @@ pub async fn sync(
     };
     let api = api::<EsObject>(client, ns, version);
     let me = bundle.name_any();
-    let mut secrets = Vec::with_capacity(desired.len());
+    let one = One {
+        api: &api,
+        caches,
+        metrics,
+        writes,
+        bundle,
+        me: &me,
+    };
+    // Side by side, in spec order; `writes` bounds the writes in flight across all bundles.
+    let settling: Vec<_> = desired
+        .into_iter()
+        .zip(&bundle.spec.secrets)
+        .map(|(want, spec)| one.settle(want, spec))
+        .collect();
+    let outcomes: Vec<Result<Outcome, Error>> = stream::iter(settling)
+        .buffered(CHILDREN_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut secrets = Vec::with_capacity(outcomes.len());
     let (mut conflicts, mut rejections) = (Vec::new(), Vec::new());
-    for (want, spec) in desired.into_iter().zip(&bundle.spec.secrets) {
-        // Held until what it created is in the cache.
-        let mut claim = None;
-        let name = want.name_any();
-        let key = (ns.clone(), name.clone());
-        let adopt =
-            spec.adoption_policy.unwrap_or(bundle.spec.adoption_policy) == AdoptionPolicy::IfExists;
-        let want = with_hash(want)?;
-        let outcome = match caches.current(&key) {
-            Current::Labelled(c) if c.bundle() != Some(me.as_str()) => {
-                let other = c.bundle().unwrap_or_default();
-                Outcome::Conflict(format!(
-                    "ExternalSecret {ns}/{name} is managed by bundle {other}; remove it from one of the two"
-                ))
-            }
-            Current::Labelled(c) if c.matches(&want)? => Outcome::Current(c),
-            // Ours: fields another manager changed by hand are drift, ours to restore.
-            Current::Labelled(_) => write(&api, want, PatchParams::apply(MANAGER).force()).await?,
-            // Ours with its labels removed by hand, or adopted (adoption is for objects no bundle
-            // manages: two bundles never take one from each other).
-            Current::Foreign(f) if f.owned_by(bundle) || f.carries(&want) || adopt => {
-                // Take over exactly the object we looked at, or fail and look again.
-                let mut want = want;
-                want.metadata
-                    .resource_version
-                    .clone_from(&f.resource_version);
-                write(&api, want, PatchParams::apply(MANAGER).force()).await?
-            }
-            Current::Foreign(_) => Outcome::Conflict(format!(
-                "ExternalSecret {ns}/{name} exists and is not managed by this bundle; delete it, or set adoptionPolicy: IfExists to take it over"
-            )),
-            Current::Absent => match caches.claim(&key, &me) {
-                // New: no force, so an object someone created meanwhile is a conflict, not ours.
-                Claim::Granted(guard) => {
-                    claim = Some(guard);
-                    write(&api, want, PatchParams::apply(MANAGER)).await?
-                }
-                Claim::Held(other) => Outcome::Conflict(format!(
-                    "ExternalSecret {ns}/{name} is being created for bundle {other}; remove it from one of the two"
-                )),
-                // Created since we looked: its watch event wakes this bundle to look again.
-                Claim::Exists => Outcome::Conflict(format!(
-                    "ExternalSecret {ns}/{name} was created meanwhile; checking who manages it"
-                )),
-            },
-        };
-        match outcome {
-            Outcome::Current(c) => secrets.push(status::child_status(
+    for (outcome, spec) in outcomes.into_iter().zip(&bundle.spec.secrets) {
+        let name = spec.name.clone();
+        match outcome? {
+            Outcome::Current(c) | Outcome::Written(c) => secrets.push(status::child_status(
                 &name,
                 Some(&c),
                 refresh_disabled(bundle, spec),
             )),
-            Outcome::Written(c) => {
-                metrics.applied();
-                caches.written(key, c.clone(), &me);
-                secrets.push(status::child_status(
-                    &name,
-                    Some(&c),
-                    refresh_disabled(bundle, spec),
-                ));
-            }
             Outcome::Conflict(message) => {
                 conflicts.push(message.clone());
                 secrets.push(child_failure(name, Reason::Conflict, message));
@@ -179,7 +148,6 @@ pub async fn sync(
                 secrets.push(child_failure(name, Reason::ApplyFailed, message));
             }
         }
-        drop(claim);
     }
     prune(&api, caches, metrics, bundle).await?;
 
@@ -194,6 +162,88 @@ pub async fn sync(
         message.push_str(&note);
     }
     Ok(report(bundle, version, reason, message, secrets))
+}
+
+/// A bundle's children settled side by side: at most this many at once per bundle.
+const CHILDREN_IN_FLIGHT: usize = 8;
+
+/// What settling one child needs.
+struct One<'a> {
+    api: &'a Api<EsObject>,
+    caches: &'a Caches,
+    metrics: &'a Metrics,
+    writes: &'a Semaphore,
+    bundle: &'a SecretBundle,
+    me: &'a str,
+}
+
+impl One<'_> {
+    /// Brings one child to `want`, deciding ownership from the caches.
+    async fn settle(&self, want: DynamicObject, spec: &BundleSecret) -> Result<Outcome, Error> {
+        let (bundle, me) = (self.bundle, self.me);
+        let ns = &bundle.spec.target_namespace;
+        let name = want.name_any();
+        let key = (ns.clone(), name.clone());
+        let adopt =
+            spec.adoption_policy.unwrap_or(bundle.spec.adoption_policy) == AdoptionPolicy::IfExists;
+        let want = with_hash(want)?;
+        let forced = PatchParams::apply(MANAGER).force();
+        Ok(match self.caches.current(&key) {
+            Current::Labelled(c) if c.bundle() != Some(me) => {
+                let other = c.bundle().unwrap_or_default();
+                Outcome::Conflict(format!(
+                    "ExternalSecret {ns}/{name} is managed by bundle {other}; remove it from one of the two"
+                ))
+            }
+            Current::Labelled(c) if c.matches(&want)? => Outcome::Current(c),
+            // Ours: fields another manager changed by hand are drift, ours to restore.
+            Current::Labelled(_) => self.write(key, want, forced).await?,
+            // Ours with its labels removed by hand, or adopted (adoption is for objects no bundle
+            // manages: two bundles never take one from each other).
+            Current::Foreign(f) if f.owned_by(bundle) || f.carries(&want) || adopt => {
+                // Take over exactly the object we looked at, or fail and look again.
+                let mut want = want;
+                want.metadata
+                    .resource_version
+                    .clone_from(&f.resource_version);
+                self.write(key, want, forced).await?
+            }
+            Current::Foreign(_) => Outcome::Conflict(format!(
+                "ExternalSecret {ns}/{name} exists and is not managed by this bundle; delete it, or set adoptionPolicy: IfExists to take it over"
+            )),
+            Current::Absent => match self.caches.claim(&key, me) {
+                // New: no force, so an object someone created meanwhile is a conflict, not ours.
+                // The claim is held until what was created is in the cache.
+                Claim::Granted(_claim) => {
+                    self.write(key, want, PatchParams::apply(MANAGER)).await?
+                }
+                Claim::Held(other) => Outcome::Conflict(format!(
+                    "ExternalSecret {ns}/{name} is being created for bundle {other}; remove it from one of the two"
+                )),
+                // Created since we looked: its watch event wakes this bundle to look again.
+                Claim::Exists => Outcome::Conflict(format!(
+                    "ExternalSecret {ns}/{name} was created meanwhile; checking who manages it"
+                )),
+            },
+        })
+    }
+
+    async fn write(
+        &self,
+        key: ChildKey,
+        want: DynamicObject,
+        pp: PatchParams,
+    ) -> Result<Outcome, Error> {
+        let outcome = {
+            let _permit = self.writes.acquire().await;
+            write(self.api, want, pp).await?
+        };
+        if let Outcome::Written(c) = &outcome {
+            self.metrics.applied();
+            self.caches.written(key, c.clone(), self.me);
+        }
+        Ok(outcome)
+    }
 }
 
 /// What became of one child.

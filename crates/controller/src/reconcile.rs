@@ -31,6 +31,8 @@ pub struct Context {
     pub status: Arc<StatusWriter>,
     pub metrics: Arc<Metrics>,
     pub failures: Failures,
+    /// Child writes in flight, across all bundles: `--concurrency` of them.
+    pub writes: tokio::sync::Semaphore,
     /// This replica's shard: only bundles whose labels match are reconciled (all when `None`).
     pub shard: Option<Selector>,
 }
@@ -107,7 +109,15 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     let facts = observe::facts(&ctx.caches, &ctx.bundles, bundle);
     let report = match gates::evaluate(bundle, &facts) {
         Ok(version) => {
-            children::sync(&ctx.client, &ctx.caches, &ctx.metrics, bundle, version).await?
+            children::sync(
+                &ctx.client,
+                &ctx.caches,
+                &ctx.metrics,
+                &ctx.writes,
+                bundle,
+                version,
+            )
+            .await?
         }
         Err(blocked) => Report {
             reason: blocked.reason,

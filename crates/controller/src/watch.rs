@@ -99,6 +99,7 @@ pub async fn run_with(
         status: status.clone(),
         metrics,
         failures: Default::default(),
+        writes: tokio::sync::Semaphore::new(options.concurrency.into()),
         shard: options.shard,
     });
     Controller::for_stream(bundle_events, store)

@@ -12,7 +12,7 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use secretbundle_api::SecretBundle;
-use secretbundle_controller::eso::EsoVersion;
+use secretbundle_controller::eso::{EsoKind, EsoVersion};
 use secretbundle_tests::controlplane::{ControlPlane, Options};
 use secretbundle_tests::{apply_crds, eso, simple_bundle};
 use serde_json::{Value, json};
@@ -48,7 +48,31 @@ impl Cluster {
 
     pub async fn install_eso(&self) -> Result<()> {
         apply_crds(&self.client, eso::crds(ESO)?).await?;
-        eso::ready_cluster_store(&self.client, EsoVersion::V1, eso::TEST_STORE).await
+        eso::ready_cluster_store(&self.client, EsoVersion::V1, eso::TEST_STORE).await?;
+        self.warm_watch_caches().await
+    }
+
+    /// Waits until the apiserver serves streaming watches of the ESO kinds. Right after a CRD is
+    /// created its watch cache is still initialising (`429 storage is (re)initializing`, retry
+    /// after 1 s): a wait that belongs to the fresh control plane, not to the client started
+    /// next, and one a floor client that never watches would not pay.
+    async fn warm_watch_caches(&self) -> Result<()> {
+        use kube::runtime::watcher;
+        for kind in EsoKind::ALL {
+            let api: Api<DynamicObject> =
+                Api::all_with(self.client.clone(), &kind.api_resource(EsoVersion::V1));
+            let mut events = watcher(api, watcher::Config::default().streaming_lists()).boxed();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let next = tokio::time::timeout_at(deadline, events.next()).await;
+                match next.context("ESO watch caches not ready after 60 s")? {
+                    Some(Ok(watcher::Event::InitDone)) | None => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A kubeconfig for a cluster-admin ServiceAccount named `who`.
