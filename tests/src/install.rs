@@ -456,8 +456,28 @@ impl Run<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let gone = names.iter().map(|name| wait::until_deleted(&crds, name));
-        futures::future::try_join_all(gone).await?;
+        // The apiserver deletes every instance first; on a loaded machine that can take a while.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        for name in &names {
+            while let Some(crd) = crds.get_opt(name).await? {
+                if Instant::now() > deadline {
+                    let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+                    let said: Vec<_> = conditions
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{}={}: {}",
+                                c.type_,
+                                c.status,
+                                c.message.clone().unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    anyhow::bail!("{name} still exists after 180s: {}", said.join("; "));
+                }
+                sleep(Duration::from_millis(200)).await;
+            }
+        }
         match Api::<Secret>::namespaced(self.client(), TOKEN_NS)
             .delete("vault-token", &DeleteParams::default())
             .await

@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
+// One thread: the operator waits on the apiserver, it does not compute. Measured at 1,000
+// children: 22 MiB RSS instead of 26, and less CPU than with a worker per core.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<ExitCode> {
     match cli::Cli::parse().command {
         cli::Command::Run(args) => run::run(args).await,
