@@ -63,9 +63,13 @@ static:
 	  $$f --version; \
 	  echo "static binary: $$f ($$(stat -c %s $$f) bytes)"
 
-## bench: benchmarks (separate from tests); results land in bench/results/.
-bench: controlplane
-	cargo run --release --locked -p secretbundle-tests --bin bench
+## bench: the operator against a floor client doing the same writes, in one run (separate from
+## tests); writes bench/results/<preset>-<label>.{json,md}. Quick preset (~3 min) by default;
+## the full one: make bench BENCH_ARGS="full --repeats=3" (~25 min a repeat).
+BENCH_ARGS ?= quick
+bench: controlplane venv
+	cargo build --release --locked -p secretbundle-operator
+	cargo run --release --locked -p secretbundle-tests --bin bench -- $(BENCH_ARGS)
 
 ## fuzz: property tests of render, gates and status for 10 minutes (FUZZ_SECONDS), then a large
 ## schema round trip against every vendored ESO CRD; writes bench/results/fuzz.json.

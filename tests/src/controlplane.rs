@@ -86,6 +86,16 @@ pub struct Options {
     pub no_watch_cache: bool,
 }
 
+impl Options {
+    /// With the audit log on.
+    pub fn audited() -> Self {
+        Options {
+            audit: true,
+            ..Options::default()
+        }
+    }
+}
+
 const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
 rules: [{level: Metadata}]

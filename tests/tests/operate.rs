@@ -247,11 +247,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over() -> anyhow::Result<()>
 /// leader sends no write at all once it runs again, and that the two never wrote at the same time.
 #[tokio::test]
 async fn a_frozen_leader_writes_nothing_after_the_standby_took_over() -> anyhow::Result<()> {
-    let cp = ControlPlane::start_with(Options {
-        audit: true,
-        ..Options::default()
-    })
-    .await?;
+    let cp = ControlPlane::start_with(Options::audited()).await?;
     let client = cp.client().await?;
     apply_crds(&client, vec![SecretBundle::crd()]).await?;
     apply_crds(&client, eso::crds("v2.9.0")?).await?;

@@ -44,11 +44,7 @@ async fn the_operator_never_reads_a_secret_on_the_full_path() -> anyhow::Result<
 
 #[tokio::test]
 async fn the_audit_check_catches_a_denied_secret_read() -> anyhow::Result<()> {
-    let cp = ControlPlane::start_with(Options {
-        audit: true,
-        ..Options::default()
-    })
-    .await?;
+    let cp = ControlPlane::start_with(Options::audited()).await?;
     let admin = cp.client().await?;
     let operator = identity::operator_client(&cp, &admin).await?;
     let _ = Api::<Secret>::all(operator)

@@ -76,11 +76,7 @@ fn sharded(name: &str, shard: &str, secrets: &[&str]) -> SecretBundle {
 #[tokio::test]
 async fn two_shards_split_bundles_by_label_and_a_relabelled_bundle_moves_cleanly()
 -> anyhow::Result<()> {
-    let cp = ControlPlane::start_with(Options {
-        audit: true,
-        ..Options::default()
-    })
-    .await?;
+    let cp = ControlPlane::start_with(Options::audited()).await?;
     let client = cp.client().await?;
     apply_crds(&client, vec![SecretBundle::crd()]).await?;
     apply_crds(&client, eso::crds("v2.9.0")?).await?;

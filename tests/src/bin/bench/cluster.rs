@@ -32,11 +32,7 @@ pub const FLOOR: &str = "floor";
 impl Cluster {
     /// A control plane with the SecretBundle CRD and, with `eso`, ESO's CRDs and a Ready store.
     pub async fn start(eso: bool) -> Result<Self> {
-        let cp = ControlPlane::start_with(Options {
-            audit: true,
-            ..Options::default()
-        })
-        .await?;
+        let cp = ControlPlane::start_with(Options::audited()).await?;
         let client = cp.client().await?;
         apply_crds(&client, vec![SecretBundle::crd()]).await?;
         let cluster = Cluster { client, cp };
