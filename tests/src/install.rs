@@ -44,6 +44,10 @@ pub struct Outcome {
     pub seed: u64,
     /// `None`: every bundle Ready with the right values.
     pub error: Option<String>,
+    /// Removing what the order installed failed: the next order on this bench would not start
+    /// from nothing. (The apiserver sometimes keeps a deleted CRD for minutes, its instances
+    /// unlisted while its storage re-initialises.)
+    pub reset_error: Option<String>,
     /// From the last piece arriving (applied, or its process started) to every bundle Ready.
     pub converged: Option<Duration>,
     /// The baseline ended with every Secret present and right.
@@ -91,6 +95,15 @@ impl Bench {
 
     /// Plays `order`, then removes what it installed.
     pub async fn play(&self, order: &Order) -> Outcome {
+        self.play_then(order, true).await
+    }
+
+    /// [`Bench::play`] on a bench that is thrown away after: no reset.
+    pub async fn play_last(&self, order: &Order) -> Outcome {
+        self.play_then(order, false).await
+    }
+
+    async fn play_then(&self, order: &Order, reset: bool) -> Outcome {
         let run = Run {
             bench: self,
             order,
@@ -111,7 +124,12 @@ impl Bench {
         };
         let t1 = Instant::now();
         let eso_restarts = run.eso_restarts.load(Ordering::Relaxed);
-        let reset = run.reset().await;
+        let reset = if reset {
+            run.reset().await
+        } else {
+            run.stop();
+            Ok(())
+        };
         let arrived = lock(&run.last_arrival).unwrap_or(t0);
         let phases = [arrived - t0, t1 - arrived, t1.elapsed()];
         let when = |p: Piece| {
@@ -122,16 +140,15 @@ impl Bench {
         };
         let eso_before_crds = when(Piece::EsoController) < when(Piece::EsoCrds);
         let store_ready = lock(&run.store_ready).map(|t| t.saturating_duration_since(arrived));
-        let (converged, mut error) = match result {
+        let (converged, error) = match result {
             Ok(d) => (Some(d), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
-        if let Err(e) = reset {
-            error.get_or_insert_with(|| format!("reset failed: {e:#}"));
-        }
+        let reset_error = reset.err().map(|e| format!("reset failed: {e:#}"));
         Outcome {
             seed: order.seed,
             error,
+            reset_error,
             converged,
             baseline_ok,
             baseline_failures,
@@ -433,10 +450,15 @@ impl Run<'_> {
     }
 
     /// Removes everything the order installed, so the next one starts from nothing.
-    async fn reset(&self) -> Result<()> {
+    /// Stops every process the order started (and the ESO controller's restarts).
+    fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         lock(&self.eso).take();
         lock(&self.procs).clear();
+    }
+
+    async fn reset(&self) -> Result<()> {
+        self.stop();
         let bundles = Api::<SecretBundle>::all(self.client());
         if let Ok(list) = bundles.list(&ListParams::default()).await {
             let strip = Patch::Merge(json!({"metadata": {"finalizers": null}}));

@@ -18,10 +18,11 @@ async fn random_install_orders_converge() -> anyhow::Result<()> {
         // too; 13: nothing waits on a retry.
         Err(_) => vec![6, 35, 13],
     };
-    let bench = Bench::start().await?;
     for seed in seeds {
+        // A fresh control plane per order: nothing left from the one before.
+        let bench = Bench::start().await?;
         let order = draw(seed);
-        let out = bench.play(&order).await;
+        let out = bench.play_last(&order).await;
         if let Some(e) = &out.error {
             panic!(
                 "install order with seed {seed} did not converge: {e}\n{order}\n\

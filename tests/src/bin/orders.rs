@@ -52,7 +52,7 @@ async fn main() -> Result<()> {
     let end = args.from + args.count;
     let outcomes = Mutex::new(Vec::<Outcome>::new());
     let workers = (0..args.parallel.max(1)).map(|_| async {
-        let bench = Bench::start().await?;
+        let mut bench = Bench::start().await?;
         loop {
             let seed = next.fetch_add(1, Ordering::Relaxed);
             if seed >= end {
@@ -64,6 +64,11 @@ async fn main() -> Result<()> {
             if out.error.is_some() {
                 println!("  {order}");
                 keep_logs(&bench, seed);
+            }
+            // Not a failure of the order, but the bench is no longer clean: start afresh.
+            if let Some(e) = &out.reset_error {
+                println!("  seed {seed}: {e}; the next order gets a new control plane");
+                bench = Bench::start().await?;
             }
             let mut all = outcomes.lock().unwrap_or_else(|e| e.into_inner());
             all.push(out);
@@ -175,6 +180,7 @@ fn summary(args: &Args, all: &[Outcome], wall: Duration) -> Value {
             "applied_but_a_secret_missing": all.len().saturating_sub(baseline_ok + refused),
         },
         "failures": all.iter().filter_map(|o| o.error.as_ref().map(|e| json!({"seed": o.seed, "error": e}))).collect::<Vec<_>>(),
+        "resets_failed": all.iter().filter_map(|o| o.reset_error.as_ref().map(|e| json!({"seed": o.seed, "error": e}))).collect::<Vec<_>>(),
         "orders": all.iter().map(|o| json!({
             "seed": o.seed,
             "ok": o.error.is_none(),
