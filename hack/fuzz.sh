@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-600}
 cases=${FUZZ_CASES:-2000}
 props=4
-cargo build --release --locked -p secretbundle-tests --tests >/dev/null
+cargo build --release --locked -p secretbundle-tests --test properties >/dev/null
 start=$SECONDS rounds=0
 while (( SECONDS - start < seconds )); do
   PROPTEST_CASES=$cases cargo test --release --locked -q -p secretbundle-tests --test properties \
