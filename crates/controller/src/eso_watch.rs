@@ -19,7 +19,7 @@ use crate::cache::{Caches, Child, EsObject, Foreign, StoreId};
 use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
 use crate::listwatch::Lists;
 use crate::observe::read_store;
-use crate::watch::{AbortOnDrop, map_event};
+use crate::watch::{AbortOnDrop, WatchBackoff, map_event};
 
 /// Follows the three ESO CRDs until the operator stops.
 pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>) {
@@ -31,7 +31,7 @@ pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>) {
                 watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
             lists
                 .watch(api, wc)
-                .backoff(crate::watch::WatchBackoff::default())
+                .backoff(WatchBackoff::default())
                 .map(move |ev| (kind, ev))
                 .boxed()
         })
@@ -151,14 +151,14 @@ async fn watch_external_secrets(
             Api::<EsObject>::all_with(client.clone(), &ar),
             watcher::Config::default().labels(BUNDLE_LABEL),
         )
-        .backoff(crate::watch::WatchBackoff::default())
+        .backoff(WatchBackoff::default())
         .map(Es::Ours);
     let others = lists
         .watch(
             Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &ar),
             watcher::Config::default().labels(&format!("!{BUNDLE_LABEL}")),
         )
-        .backoff(crate::watch::WatchBackoff::default())
+        .backoff(WatchBackoff::default())
         .map(Es::Other);
     let mut events = stream::select(ours.boxed(), others.boxed());
     let (mut ours_listed, mut others_listed) = (false, false);
@@ -202,7 +202,7 @@ async fn watch_stores(
     let api = Api::<DynamicObject>::all_with(client, &kind.api_resource(version));
     let mut events = lists
         .watch(api, watcher::Config::default())
-        .backoff(crate::watch::WatchBackoff::default())
+        .backoff(WatchBackoff::default())
         .boxed();
     let mut listed = false;
     while let Some(event) = events.next().await {

@@ -54,12 +54,14 @@ pub async fn fetch(
     let mut versions = BTreeMap::new();
     let mut stores = Vec::new();
     for id in store_ids(bundle) {
-        let kind = store_kind(id.kind);
+        let kind = EsoKind::of_store(id.kind);
         let version = match versions.get(&kind) {
             Some(v) => *v,
-            None => *versions
-                .entry(kind)
-                .or_insert(crd_version(client, kind).await?.ok()),
+            None => {
+                let v = crd_version(client, kind).await?.ok();
+                versions.insert(kind, v);
+                v
+            }
         };
         let fact = match version {
             Some(v) => fetch_store(client, v, &id).await?,
@@ -74,13 +76,6 @@ pub async fn fetch(
         (crd, eso_schema.map(Arc::new)),
         stores,
     ))
-}
-
-fn store_kind(kind: StoreKind) -> EsoKind {
-    match kind {
-        StoreKind::ClusterSecretStore => EsoKind::ClusterSecretStore,
-        StoreKind::SecretStore => EsoKind::SecretStore,
-    }
 }
 
 /// The ESO version children are written in, or why the ExternalSecret CRD cannot be used, and
@@ -120,7 +115,7 @@ async fn fetch_store(
     version: EsoVersion,
     id: &StoreId,
 ) -> Result<StoreFact, Error> {
-    let resource = store_kind(id.kind).api_resource(version);
+    let resource = EsoKind::of_store(id.kind).api_resource(version);
     let api: Api<DynamicObject> = match id.kind {
         StoreKind::ClusterSecretStore => Api::all_with(client.clone(), &resource),
         StoreKind::SecretStore => Api::namespaced_with(client.clone(), &id.namespace, &resource),

@@ -405,10 +405,7 @@ impl Caches {
 
     /// A store as the gate sees it: absent unless its CRD is usable and it is there.
     pub fn store(&self, id: &StoreId) -> StoreFact {
-        let kind = match id.kind {
-            secretbundle_api::StoreKind::ClusterSecretStore => EsoKind::ClusterSecretStore,
-            secretbundle_api::StoreKind::SecretStore => EsoKind::SecretStore,
-        };
+        let kind = EsoKind::of_store(id.kind);
         if self.crd(kind).is_err() {
             return StoreFact::Absent;
         }

@@ -49,6 +49,14 @@ pub enum EsoKind {
 }
 
 impl EsoKind {
+    /// The kind a bundle's `secretStoreRef.kind` names.
+    pub fn of_store(kind: secretbundle_api::StoreKind) -> Self {
+        match kind {
+            secretbundle_api::StoreKind::ClusterSecretStore => EsoKind::ClusterSecretStore,
+            secretbundle_api::StoreKind::SecretStore => EsoKind::SecretStore,
+        }
+    }
+
     pub const ALL: [EsoKind; 3] = [
         EsoKind::ExternalSecret,
         EsoKind::SecretStore,
