@@ -29,6 +29,8 @@ pub struct ControlPlane {
     dir: Option<TempDir>,
     pub url: String,
     kubeconfig: Kubeconfig,
+    // Held while this control plane runs: bounds how many run at once on the machine.
+    _slot: crate::slots::Slot,
 }
 
 /// The workspace root (the tests crate lives one level below it).
@@ -108,6 +110,7 @@ impl ControlPlane {
 
     pub async fn start_with(options: Options) -> Result<Self> {
         let assets = assets()?;
+        let slot = crate::slots::acquire().await?;
         let dir = tempfile::Builder::new()
             .prefix("secretbundle-cp-")
             .tempdir()?;
@@ -156,6 +159,7 @@ impl ControlPlane {
             dir: Some(dir),
             url: url.clone(),
             kubeconfig: Kubeconfig::default(),
+            _slot: slot,
         };
         let p = cp.dir().to_path_buf();
         // The opt-in flags go first; the rest is the same for every test.

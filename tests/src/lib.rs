@@ -11,6 +11,7 @@ pub mod orders;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod slots;
 pub mod stack;
 pub mod strategies;
 pub mod wait;
