@@ -1,6 +1,7 @@
-//! `secretbundle-operator`: run the controller, print the CRD, render, explain or wait for bundles.
+//! `secretbundle-operator`: run the controller, print the CRD, render, diff, explain or wait for bundles.
 
 mod cli;
+mod diff;
 mod explain;
 mod http;
 mod leader;
@@ -23,6 +24,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         cli::Command::Explain(args) => explain::explain(args).await,
         // Its own exit codes: 1 means "timed out", 2 "could not ask".
         cli::Command::Wait(args) => return Ok(wait::wait(args).await),
+        cli::Command::Diff(args) => return Ok(diff::diff(args).await),
     }
     .map(|()| ExitCode::SUCCESS)
 }
