@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, PostParams};
+use secretbundle_controller::children::APPLIED_HASH_ANNOTATION;
 use secretbundle_controller::eso::EsoVersion;
 use secretbundle_tests::process::operator_bin;
 use secretbundle_tests::{Env, eso, repo_root, wait};
@@ -54,6 +55,28 @@ fn diff(kubeconfig: &Path, files: &[&Path], stdin: Option<&str>) -> Result<Run> 
         out: String::from_utf8_lossy(&out.stdout).into_owned(),
         err: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// `secretbundle-operator render -f -` of `yaml`, parsed.
+fn render(yaml: &str) -> Result<Vec<DynamicObject>> {
+    let mut child = Command::new(operator_bin())
+        .args(["render", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(yaml.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+        .map(|d| DynamicObject::deserialize(d).context("rendered YAML"))
+        .collect()
 }
 
 fn bundle_yaml(name: &str, ns: &str, secrets: &[(&str, &str)]) -> String {
@@ -208,6 +231,26 @@ async fn diff_shows_what_applying_would_change_as_the_documented_ci_role() -> Re
          nothing would be applied or pruned now\n"
     );
     assert_eq!(settled.err, "");
+
+    // `render` of the live bundle (it carries its UID, as from `kubectl get -o yaml`) prints
+    // each child exactly as applied: the same applied-hash, the same owner.
+    let live_bundle = serde_yaml::to_string(&env.bundles().get("apps").await?)?;
+    let rendered = render(&live_bundle)?;
+    assert_eq!(rendered.len(), 3);
+    for child in &rendered {
+        let live = es.get(&child.name_any()).await?;
+        let hash = |o: &DynamicObject| o.annotations().get(APPLIED_HASH_ANNOTATION).cloned();
+        assert_eq!(hash(child), hash(&live), "{}", child.name_any());
+        assert!(hash(child).is_some());
+        assert_eq!(child.owner_references(), live.owner_references());
+    }
+    // From the file, without the UID: no owner, so another hash, as `render --help` says.
+    let offline = render(&v2)?;
+    assert!(offline.iter().all(|c| c.owner_references().is_empty()));
+    assert_ne!(
+        offline[0].annotations().get(APPLIED_HASH_ANNOTATION),
+        rendered[0].annotations().get(APPLIED_HASH_ANNOTATION)
+    );
 
     // Invalid bundles: the CRD's own rules, in the apiserver's words, and exit 2; nothing is
     // created. Moving an existing bundle checks the transition rule against the live bundle.
