@@ -232,6 +232,17 @@ async fn diff_shows_what_applying_would_change_as_the_documented_ci_role() -> Re
     );
     assert_eq!(settled.err, "");
 
+    // A bundle waiting on a dependency says so in the controller's words, and is no difference.
+    let waiting = bundle_yaml("needs", "apps", &[("n", "value")])
+        .replace("spec:\n", "spec:\n  dependsOn: [nope]\n");
+    let dep = diff(&kubeconfig, &[], Some(&waiting))?;
+    assert_eq!(dep.code, Some(0), "{dep:?}");
+    assert_eq!(
+        dep.out,
+        "SecretBundle needs: WaitingForDependency: waiting for bundles to be Ready: nope (not found); \
+         nothing would be applied or pruned now\n"
+    );
+
     // `render` of the live bundle (it carries its UID, as from `kubectl get -o yaml`) prints
     // each child exactly as applied: the same applied-hash, the same owner.
     let live_bundle = serde_yaml::to_string(&env.bundles().get("apps").await?)?;
