@@ -29,7 +29,7 @@ pub enum Command {
     Run(RunArgs),
     /// Print the SecretBundle CustomResourceDefinition as YAML.
     Crd,
-    /// Print the ExternalSecrets a bundle file renders to, exactly as the controller applies them.
+    /// Print the ExternalSecrets a bundle file renders to, as the controller applies them.
     Render(RenderArgs),
     /// Show, from the cluster, what a bundle waits for: its gate chain as a tree.
     Explain(ExplainArgs),
@@ -38,6 +38,8 @@ pub enum Command {
     /// Print existing ExternalSecrets (from the cluster or from manifests) as SecretBundles that
     /// adopt them in place; what a bundle cannot express exactly is refused, by field.
     Import(crate::import::ImportArgs),
+    /// Show what applying bundle files would change in the cluster now (exit 1 on a difference).
+    Diff(crate::diff::DiffArgs),
 }
 
 #[derive(Parser)]
@@ -87,6 +89,16 @@ pub enum LogFormat {
 }
 
 #[derive(Parser)]
+#[command(
+    after_help = "What is printed is what the controller applies, the applied-hash \
+                  annotation included, with one exception: a bundle with deletionPolicy: Delete \
+                  (the default) that has no metadata.uid (one read from git rather than from \
+                  `kubectl get secretbundle NAME -o yaml`). The controller also gives each child \
+                  an ownerReference to the live bundle's UID, which the hash covers, so for such \
+                  a file render prints no ownerReference and a different applied-hash. \
+                  `secretbundle-operator diff` shows the children exactly as applied, against the \
+                  cluster."
+)]
 pub struct RenderArgs {
     /// Bundle manifest (YAML; several documents allowed; `-` reads stdin).
     #[arg(short = 'f', long = "filename")]
@@ -203,7 +215,8 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         }
         let bundle: SecretBundle = serde_yaml::from_value(value)
             .with_context(|| format!("{} is not a valid SecretBundle", args.file.display()))?;
-        let children = secretbundle_controller::render::render(&bundle, target.version())?;
+        let children = secretbundle_controller::children::desired(&bundle, target.version())
+            .map_err(|e| anyhow::anyhow!(e))?;
         if let Some(caps) = target.capabilities() {
             features::check(&children, caps).map_err(|e| {
                 anyhow::anyhow!(

@@ -1,6 +1,8 @@
-//! `secretbundle-operator`: run the controller, print the CRD, render, explain or wait for bundles.
+//! `secretbundle-operator`: run the controller, print the CRD, render, import, diff, explain or
+//! wait for bundles.
 
 mod cli;
+mod diff;
 mod explain;
 mod http;
 mod import;
@@ -25,6 +27,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         // Its own exit codes: 1 means "timed out", 2 "could not ask".
         cli::Command::Wait(args) => return Ok(wait::wait(args).await),
         cli::Command::Import(args) => return Ok(import::import(args).await),
+        cli::Command::Diff(args) => return Ok(diff::diff(args).await),
     }
     .map(|()| ExitCode::SUCCESS)
 }
