@@ -194,8 +194,10 @@ fn template() -> impl Strategy<Value = SecretTemplate> {
             Just(TemplateMergePolicy::Merge)
         ]),
         vec(from, 0..2),
+        option::of(Just("v2".to_string())),
     )
-        .prop_map(|(data, merge_policy, template_from)| SecretTemplate {
+        .prop_map(|(data, merge_policy, template_from, engine_version)| SecretTemplate {
+            engine_version,
             data,
             merge_policy,
             template_from,

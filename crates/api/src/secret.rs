@@ -161,6 +161,11 @@ pub enum SecretDeletionPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretTemplate {
+    /// ESO's template engine: only `v2`, the one bundles use (and ESO's default), is accepted, so
+    /// a template copied from ESO's documentation applies as it is. Optional: v2 either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 'v2'").message("bundles use template engine v2: engineVersion must be v2 (v1 templates need rewriting in v2 syntax)"))]
+    pub engine_version: Option<String>,
     /// Secret keys and the template that computes each, e.g.
     /// `url: "postgresql://{{ .username }}:{{ .password | urlquery }}@{{ .host }}/app"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -35,6 +35,9 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Wait until bundles are Ready (exit 0), or print what blocks them at the timeout (exit 1).
     Wait(WaitArgs),
+    /// Print existing ExternalSecrets (from the cluster or from manifests) as SecretBundles that
+    /// adopt them in place; what a bundle cannot express exactly is refused, by field.
+    Import(crate::import::ImportArgs),
 }
 
 #[derive(Parser)]

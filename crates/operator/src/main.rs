@@ -3,6 +3,7 @@
 mod cli;
 mod explain;
 mod http;
+mod import;
 mod leader;
 mod reach;
 mod run;
@@ -23,6 +24,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         cli::Command::Explain(args) => explain::explain(args).await,
         // Its own exit codes: 1 means "timed out", 2 "could not ask".
         cli::Command::Wait(args) => return Ok(wait::wait(args).await),
+        cli::Command::Import(args) => return Ok(import::import(args).await),
     }
     .map(|()| ExitCode::SUCCESS)
 }

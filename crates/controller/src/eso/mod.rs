@@ -1,8 +1,10 @@
 //! What the operator knows about the External Secrets Operator: its API versions and kinds
 //! ([`versions`]), reading the schema an installed CRD serves ([`schema`]), and which ESO serves
-//! which field, with the refusal to apply what the installed one cannot express ([`features`]).
+//! which field, with the refusal to apply what the installed one cannot express ([`features`]),
+//! and existing ExternalSecrets as bundle entries ([`import`]).
 
 pub mod features;
+pub mod import;
 pub mod schema;
 pub mod versions;
 
