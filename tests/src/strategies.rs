@@ -196,12 +196,14 @@ fn template() -> impl Strategy<Value = SecretTemplate> {
         vec(from, 0..2),
         option::of(Just("v2".to_string())),
     )
-        .prop_map(|(data, merge_policy, template_from, engine_version)| SecretTemplate {
-            engine_version,
-            data,
-            merge_policy,
-            template_from,
-        })
+        .prop_map(
+            |(data, merge_policy, template_from, engine_version)| SecretTemplate {
+                engine_version,
+                data,
+                merge_policy,
+                template_from,
+            },
+        )
 }
 
 /// creationPolicy and ESO's deletionPolicy, in the combinations the schema admits.
