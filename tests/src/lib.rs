@@ -7,6 +7,7 @@ pub mod eso;
 pub mod fleet;
 pub mod identity;
 pub mod install;
+pub mod migration;
 pub mod orders;
 pub mod pki;
 pub mod process;
@@ -198,6 +199,25 @@ impl Env {
         let file = tempfile::NamedTempFile::new()?;
         std::fs::write(file.path(), yaml)?;
         let out = self.kubectl(&["apply", "-f", &file.path().to_string_lossy()])?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    }
+
+    /// `kubectl apply --server-side -f` of `yaml`: whether it was accepted, and what kubectl
+    /// printed.
+    pub fn kubectl_apply_server_side(&self, yaml: &str) -> Result<(bool, String)> {
+        let file = tempfile::NamedTempFile::new()?;
+        std::fs::write(file.path(), yaml)?;
+        let out = self.kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &file.path().to_string_lossy(),
+        ])?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
