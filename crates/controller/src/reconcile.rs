@@ -14,7 +14,7 @@ use tracing::{info, instrument, warn};
 
 use crate::cache::Caches;
 use crate::error::Error;
-use crate::eso::EsoKind;
+use crate::eso::{CrdProblem, EsoKind};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::status::Report;
@@ -30,7 +30,7 @@ pub struct Context {
     pub caches: Arc<Caches>,
     pub status: Arc<StatusWriter>,
     pub metrics: Arc<Metrics>,
-    pub failures: Failures,
+    pub failures: Arc<Failures>,
     /// Child writes in flight, across all bundles: `--concurrency` of them.
     pub writes: tokio::sync::Semaphore,
     /// This replica's shard: only bundles whose labels match are reconciled (all when `None`).
@@ -56,8 +56,13 @@ impl Failures {
         *n - 1
     }
 
-    fn clear(&self, bundle: &str) {
+    pub fn clear(&self, bundle: &str) {
         self.map().remove(bundle);
+    }
+
+    /// Forgets every bundle `keep` says is gone (after a relist, which reports no deletions).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.map().retain(|b, _| keep(b));
     }
 }
 
@@ -107,7 +112,7 @@ pub fn error_policy(bundle: Arc<SecretBundle>, error: &Error, ctx: Arc<Context>)
 
 async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     let facts = observe::facts(&ctx.caches, &ctx.bundles, bundle);
-    let report = match gates::evaluate(bundle, &facts) {
+    let (report, refused) = match gates::evaluate(bundle, &facts) {
         Ok(version) => {
             children::sync(
                 &ctx.client,
@@ -119,16 +124,19 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
             )
             .await?
         }
-        Err(blocked) => Report {
-            reason: blocked.reason,
-            message: blocked.message,
-            eso_version: facts.crd.ok(),
-            secrets: vec![],
-            last_handled_refresh: bundle
-                .status
-                .as_ref()
-                .and_then(|s| s.last_handled_refresh.clone()),
-        },
+        Err(blocked) => (
+            Report {
+                reason: blocked.reason,
+                message: blocked.message,
+                eso_version: facts.crd.ok(),
+                secrets: vec![],
+                last_handled_refresh: bundle
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_handled_refresh.clone()),
+            },
+            None,
+        ),
     };
     let (reason, message) = (report.reason, report.message.clone());
     // Written off the reconcile path, after the children: only the latest report counts.
@@ -136,18 +144,54 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics.reconciled(&bundle.name_any(), reason);
     if reason == Reason::ApplyFailed {
         // Reported; now an error, so the controller retries it with backoff.
-        return Err(Error::Rejected(message));
+        let code = refused.unwrap_or(422);
+        return Err(Error::Rejected { code, message });
     }
     // Watches on every input drive the next reconcile; nothing is polled.
     Ok(Action::await_change())
 }
 
 async fn cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
-    let version = ctx.caches.crd(EsoKind::ExternalSecret).ok();
+    let version = match ctx.caches.crd(EsoKind::ExternalSecret) {
+        Ok(v) => Some(v),
+        // No CRD, no ExternalSecrets: none of ours is left to delete or release.
+        Err(CrdProblem::Absent) => None,
+        // The CRD is there but its objects cannot be read or written now: children may exist
+        // that must be released (Orphan) or deleted, so the finalizer stays until they can be.
+        Err(problem) => {
+            let message = cleanup_blocked(bundle, &problem);
+            let report = Report {
+                reason: Reason::WaitingForCRD,
+                message: message.clone(),
+                eso_version: None,
+                secrets: vec![],
+                last_handled_refresh: bundle
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_handled_refresh.clone()),
+            };
+            ctx.status.submit(bundle, report);
+            ctx.metrics
+                .reconciled(&bundle.name_any(), Reason::WaitingForCRD);
+            return Err(Error::CleanupBlocked(message));
+        }
+    };
     children::cleanup(&ctx.client, bundle, version).await?;
     ctx.metrics.forget(&bundle.name_any());
     info!(policy = ?bundle.spec.deletion_policy, "cleaned up children");
     Ok(Action::await_change())
+}
+
+/// Why a deleted bundle keeps its finalizer while the ExternalSecret CRD is unusable.
+fn cleanup_blocked(bundle: &SecretBundle, problem: &CrdProblem) -> String {
+    let what = match bundle.spec.deletion_policy {
+        secretbundle_api::DeletionPolicy::Orphan => "released (deletionPolicy Orphan)",
+        secretbundle_api::DeletionPolicy::Delete => "deleted (deletionPolicy Delete)",
+    };
+    format!(
+        "deletion waits: the ExternalSecret CRD {problem}, and the bundle's ExternalSecrets must be \
+         {what} before its finalizer is removed"
+    )
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::eso;
 use crate::gates::NamespaceFact;
 use crate::listwatch::Lists;
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, Failures, error_policy, reconcile};
 use crate::triggers::Triggers;
 use crate::writer::StatusWriter;
 
@@ -62,6 +62,11 @@ pub async fn run_with(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    // No permits would block every reconcile forever; the CLI refuses 0, a library caller too.
+    let options = Options {
+        concurrency: options.concurrency.max(1),
+        ..options
+    };
     await_own_crd(&client).await;
     let lists = Lists::detect(&client).await;
     let (wake, woken) = mpsc::unbounded();
@@ -80,7 +85,6 @@ pub async fn run_with(
     info!("caches filled; reconciling");
 
     let (store, writer) = reflector::store();
-    let bundle_events = bundle_events(&client, &lists, writer, store.clone(), caches.clone());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -88,7 +92,20 @@ pub async fn run_with(
             instance: None,
         },
     );
-    let status = StatusWriter::new(client.clone(), store.clone(), recorder);
+    let status = StatusWriter::new(
+        client.clone(),
+        store.clone(),
+        recorder,
+        metrics.clone(),
+        options.shard.clone(),
+    );
+    let failures = Arc::new(Failures::default());
+    let gone = Gone {
+        metrics: metrics.clone(),
+        failures: failures.clone(),
+        status: status.clone(),
+    };
+    let bundle_events = bundle_events(&client, &lists, writer, store.clone(), caches.clone(), gone);
     let writers: Vec<_> = (0..2)
         .map(|_| AbortOnDrop(tokio::spawn(status.clone().run())))
         .collect();
@@ -98,7 +115,7 @@ pub async fn run_with(
         caches,
         status: status.clone(),
         metrics,
-        failures: Default::default(),
+        failures,
         writes: tokio::sync::Semaphore::new(options.concurrency.into()),
         shard: options.shard,
     });
@@ -130,6 +147,7 @@ fn bundle_events(
     writer: reflector::store::Writer<SecretBundle>,
     store: Store<SecretBundle>,
     caches: Arc<Caches>,
+    gone: Gone,
 ) -> impl futures::Stream<Item = Result<SecretBundle, watcher::Error>> + Send + 'static {
     lists
         .watch(
@@ -141,7 +159,10 @@ fn bundle_events(
         .reflect(writer)
         .inspect_ok({
             let store = store.clone();
-            move |event| caches.bundle_event(event, &store)
+            move |event| {
+                caches.bundle_event(event, &store);
+                gone.on(event, &store);
+            }
         })
         .scan(Triggers::default(), move |triggers, event| {
             let out: Vec<_> = match event {
@@ -160,6 +181,35 @@ fn bundle_events(
                 }
             })
         })
+}
+
+/// What is kept per bundle outside the caches: its gauge, its backoff and its queued status.
+/// A bundle's Delete event forgets it (also when its finalizer was removed by hand, so no
+/// cleanup ran), and so does a relist that no longer has it.
+struct Gone {
+    metrics: Arc<Metrics>,
+    failures: Arc<Failures>,
+    status: Arc<StatusWriter>,
+}
+
+impl Gone {
+    fn on(&self, event: &watcher::Event<SecretBundle>, store: &Store<SecretBundle>) {
+        match event {
+            watcher::Event::Delete(b) => {
+                let name = b.name_any();
+                self.metrics.forget(&name);
+                self.failures.clear(&name);
+                self.status.forget(&name);
+            }
+            watcher::Event::InitDone => {
+                let keep = |name: &str| store.get(&reflector::ObjectRef::new(name)).is_some();
+                self.metrics.retain(keep);
+                self.failures.retain(keep);
+                self.status.retain(keep);
+            }
+            watcher::Event::Apply(_) | watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        }
+    }
 }
 
 /// Delays between watch retries: at once, then 0.5 s doubling up to 5 s; from the start again
