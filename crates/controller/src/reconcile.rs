@@ -49,11 +49,16 @@ impl Failures {
     }
 
     /// Records one more failure; returns how many came before it.
-    fn record(&self, bundle: &str) -> u32 {
+    pub(crate) fn record(&self, bundle: &str) -> u32 {
         let mut map = self.map();
         let n = map.entry(bundle.to_string()).or_default();
         *n = n.saturating_add(1);
         *n - 1
+    }
+
+    /// Whether `bundle` is backing off.
+    pub(crate) fn failing(&self, bundle: &str) -> bool {
+        self.map().contains_key(bundle)
     }
 
     pub fn clear(&self, bundle: &str) {
@@ -197,12 +202,130 @@ fn cleanup_blocked(bundle: &SecretBundle, problem: &CrdProblem) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::writer::StatusWriter;
 
     #[test]
     fn retries_back_off_exponentially_up_to_a_cap() {
         let delays: Vec<u64> = (0..12).map(|n| retry_delay(n).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
         assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
+    }
+
+    use futures::StreamExt as _;
+    use kube::runtime::events::{Recorder, Reporter};
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+    use serde_json::json;
+
+    fn deleted_bundle(policy: &str) -> SecretBundle {
+        serde_json::from_value(json!({
+            "apiVersion": "secrets.ameide.io/v1alpha1", "kind": "SecretBundle",
+            "metadata": {"name": "b", "uid": "u1", "generation": 2, "resourceVersion": "5",
+                         "finalizers": [FINALIZER], "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"targetNamespace": "ns", "secretStoreRef": {"name": "vault"},
+                     "deletionPolicy": policy, "secrets": []},
+        }))
+        .expect("bundle")
+    }
+
+    /// A controller's context on a scripted API server, the ExternalSecret CRD in `crd`.
+    fn context(
+        crd: Result<crate::eso::EsoVersion, CrdProblem>,
+        bundle: &SecretBundle,
+    ) -> (
+        Arc<Context>,
+        futures::channel::mpsc::UnboundedReceiver<crate::mock_api::Exchange>,
+    ) {
+        let (client, requests) = crate::mock_api::pair();
+        let (store, mut cache) = reflector::store();
+        cache.apply_watcher_event(&watcher::Event::Apply(bundle.clone()));
+        let caches = Arc::new(Caches::new(futures::channel::mpsc::unbounded().0));
+        match crd {
+            Ok(v) => {
+                caches.crd_usable(EsoKind::ExternalSecret, v, true);
+                caches.synced(EsoKind::ExternalSecret, v);
+            }
+            Err(p) => caches.crd_unusable(EsoKind::ExternalSecret, p),
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        );
+        let status = StatusWriter::new(
+            client.clone(),
+            store.clone(),
+            recorder,
+            metrics.clone(),
+            None,
+        );
+        let ctx = Context {
+            client,
+            bundles: store,
+            caches,
+            status,
+            metrics,
+            failures: Arc::default(),
+            writes: tokio::sync::Semaphore::new(1),
+            shard: None,
+        };
+        (Arc::new(ctx), requests)
+    }
+
+    /// Deleted while the ExternalSecret CRD exists but cannot be used: the Orphan children
+    /// cannot be released, so the finalizer stays and the status says why.
+    #[tokio::test(start_paused = true)]
+    async fn cleanup_waits_for_a_usable_crd_and_says_why() {
+        for problem in [
+            CrdProblem::NotEstablished,
+            CrdProblem::NoSupportedVersion(vec!["v2".into()]),
+        ] {
+            let bundle = deleted_bundle("Orphan");
+            let (ctx, mut requests) = context(Err(problem.clone()), &bundle);
+            let _writer = tokio::spawn(ctx.status.clone().run());
+            // Spawned: the code before this fix waited on an answer to its finalizer removal.
+            let task = tokio::spawn(reconcile(Arc::new(bundle), ctx.clone()));
+            let write = requests.next().await.expect("a request");
+            assert_eq!(
+                write.path(),
+                "/apis/secrets.ameide.io/v1alpha1/secretbundles/b/status",
+                "{problem:?}: not a status write"
+            );
+            let message = write.body["status"]["conditions"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                message.contains(&problem.to_string()) && message.contains("Orphan"),
+                "{message}"
+            );
+            let err = task
+                .await
+                .expect("task")
+                .expect_err("the finalizer was removed");
+            assert_eq!(err.category(), "cleanup_blocked", "{problem:?}");
+            ctx.status.stop();
+        }
+    }
+
+    /// Without the CRD no ExternalSecret can exist: nothing to release, the finalizer goes.
+    #[tokio::test(start_paused = true)]
+    async fn cleanup_without_the_crd_removes_the_finalizer() {
+        let bundle = deleted_bundle("Orphan");
+        let (ctx, mut requests) = context(Err(CrdProblem::Absent), &bundle);
+        let task = tokio::spawn(reconcile(Arc::new(bundle.clone()), ctx));
+        let patch = requests.next().await.expect("the finalizer's removal");
+        assert_eq!(
+            (patch.method.as_str(), patch.path()),
+            ("PATCH", "/apis/secrets.ameide.io/v1alpha1/secretbundles/b")
+        );
+        assert!(patch.body.to_string().contains("remove"), "{}", patch.body);
+        patch.json(200, &serde_json::to_value(&bundle).expect("json"));
+        task.await.expect("task").expect("reconcile");
     }
 
     #[test]

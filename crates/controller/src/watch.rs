@@ -322,6 +322,62 @@ async fn watch_namespaces(client: Client, lists: Lists, caches: Arc<Caches>) {
 mod tests {
     use super::*;
 
+    fn bundle(name: &str) -> SecretBundle {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "secrets.ameide.io/v1alpha1", "kind": "SecretBundle",
+            "metadata": {"name": name, "uid": name},
+            "spec": {"targetNamespace": "ns", "secretStoreRef": {"name": "vault"}, "secrets": []},
+        }))
+        .expect("bundle")
+    }
+
+    /// A bundle whose finalizer was removed by hand is gone without a cleanup: its Delete event
+    /// (or a relist without it) must still clear what was kept for it.
+    #[tokio::test]
+    async fn a_deleted_bundle_leaves_the_gauges_and_the_backoff() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let (client, _requests) = crate::mock_api::pair();
+        let (store, mut cache) = reflector::store();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        );
+        let gone = Gone {
+            metrics: metrics.clone(),
+            failures: Arc::default(),
+            status: StatusWriter::new(client, store.clone(), recorder, metrics.clone(), None),
+        };
+        let scrape = || {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+            out
+        };
+        for name in ["a", "b"] {
+            cache.apply_watcher_event(&watcher::Event::Apply(bundle(name)));
+            metrics.reconciled(name, crate::Reason::ApplyFailed);
+            gone.failures.record(name);
+        }
+        assert!(scrape().contains("secretbundle_bundles{reason=\"ApplyFailed\"} 2"));
+
+        let deleted = watcher::Event::Delete(bundle("a"));
+        cache.apply_watcher_event(&deleted);
+        gone.on(&deleted, &store);
+        assert!(scrape().contains("secretbundle_bundles{reason=\"ApplyFailed\"} 1"));
+        assert!(!gone.failures.failing("a") && gone.failures.failing("b"));
+
+        // Deleted while the watch was down: the relist has no Delete event for it.
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            cache.apply_watcher_event(&event);
+            gone.on(&event, &store);
+        }
+        assert!(scrape().contains("secretbundle_bundles{reason=\"ApplyFailed\"} 0"));
+        assert!(!gone.failures.failing("b"));
+    }
+
     #[test]
     fn watch_retries_stay_within_seconds_and_reset() {
         let mut b = WatchBackoff::default();
