@@ -44,7 +44,7 @@ impl Lists {
             }
         };
         info!(streaming, "initial lists of watches");
-        Lists(Arc::new(AtomicBool::new(streaming)))
+        Self::new(streaming)
     }
 
     /// Watches that start with a streaming list when `streaming`, else with paged lists.
@@ -54,7 +54,7 @@ impl Lists {
 
     /// Watches that list in pages, for watches bundles are waiting on.
     pub fn paged(&self) -> Self {
-        Lists(Arc::new(AtomicBool::new(false)))
+        Self::new(false)
     }
 
     fn streaming(&self) -> bool {

@@ -6,11 +6,9 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 use futures::SinkExt as _;
-use futures::StreamExt as _;
 use futures::channel::mpsc;
 use http::{Method, Request, Response, StatusCode};
-use http_body::Frame;
-use http_body_util::{BodyExt as _, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt as _, combinators::BoxBody};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -60,17 +58,6 @@ impl Exchange {
         });
         self.json(code, &body);
     }
-
-    /// Answers 200 with a body that stays open: each line sent is one watch event.
-    pub fn stream(self) -> mpsc::Sender<Value> {
-        let (tx, rx) = mpsc::channel::<Value>(64);
-        let frames = rx.map(|v| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{v}\n")))));
-        let _ = self.reply.send(response(
-            200,
-            http_body_util::BodyExt::boxed(StreamBody::new(frames)),
-        ));
-        tx
-    }
 }
 
 fn response(code: u16, body: BoxBody<Bytes, Infallible>) -> Reply {
@@ -108,9 +95,4 @@ pub fn pair() -> (Client, mpsc::UnboundedReceiver<Exchange>) {
         }
     });
     (Client::new(service, "default"), rx)
-}
-
-/// A watch event line.
-pub fn event(type_: &str, object: &Value) -> Value {
-    json!({"type": type_, "object": object})
 }

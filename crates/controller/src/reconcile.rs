@@ -57,6 +57,7 @@ impl Failures {
     }
 
     /// Whether `bundle` is backing off.
+    #[cfg(test)]
     pub(crate) fn failing(&self, bundle: &str) -> bool {
         self.map().contains_key(bundle)
     }
