@@ -101,6 +101,7 @@ where
                     && c.deadline.as_mut().poll(cx).is_ready()
                 {
                     c.state.watch_cuts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(fault = "watch-cut", after = "lifetime", "injected fault");
                     this.inner = Inner::Done;
                     return Poll::Ready(Some(Err(cut_error())));
                 }
@@ -113,6 +114,7 @@ where
                     && c.rng.random_bool(c.rate)
                 {
                     c.state.watch_cuts.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(fault = "watch-cut", after = "frame", "injected fault");
                     this.inner = Inner::Cutting;
                 }
                 Poll::Ready(frame)

@@ -251,6 +251,8 @@ impl Faults {
             if let Some(i) = Kind::ALL.iter().position(|k| *k == kind) {
                 self.state.injected[i].fetch_add(1, Ordering::Relaxed);
             }
+            // A log line per fault: a run's log says what it went through, even when killed.
+            tracing::info!(fault = kind.as_str(), %method, path, n, "injected fault");
             fault = Some(kind);
         }
         let delay = Duration::from_millis(rng.random_range(200..=2000));

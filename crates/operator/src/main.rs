@@ -2,6 +2,7 @@
 
 mod cli;
 mod explain;
+mod faults;
 mod http;
 mod leader;
 mod reach;
