@@ -43,7 +43,7 @@ impl Cut {
 enum Inner<B> {
     Server {
         body: B,
-        cut: Option<Cut>,
+        cut: Option<Box<Cut>>,
     },
     Synthetic(Option<Bytes>),
     /// Cut: the next poll reports the reset, then the body ends.
@@ -58,7 +58,10 @@ pub struct FaultBody<B> {
 impl<B> FaultBody<B> {
     pub(crate) fn wrap(body: B, cut: Option<Cut>) -> Self {
         FaultBody {
-            inner: Inner::Server { body, cut },
+            inner: Inner::Server {
+                body,
+                cut: cut.map(Box::new),
+            },
         }
     }
 

@@ -4,7 +4,7 @@ use super::*;
 
 fn bundle(name: &str, ns: &str, deps: &[&str], secrets: &[&str]) -> SecretBundle {
     let mut b = crate::simple_bundle(name, ns, secrets);
-    b.spec.depends_on = deps.iter().map(|d| d.to_string().into()).collect();
+    b.spec.depends_on = deps.iter().map(|d| d.to_string()).collect();
     b.metadata.generation = Some(1);
     b
 }
