@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod slots;
 pub mod stack;
 pub mod strategies;
+pub mod upgrade;
 pub mod wait;
 
 use std::path::PathBuf;

@@ -110,7 +110,7 @@ fn siphash13(data: &[u8]) -> u64 {
         v[1] = v[1].rotate_left(17) ^ v[2];
         v[2] = v[2].rotate_left(32);
     };
-    let mut compress = |v: &mut [u64; 4], m: u64| {
+    let compress = |v: &mut [u64; 4], m: u64| {
         v[3] ^= m;
         round(v);
         v[0] ^= m;
