@@ -59,12 +59,27 @@ if [[ ! -f "$pins/$minor/kubernetes/go.mod" || ! -f "$pins/$minor/etcd/go.mod" ]
   exit 2
 fi
 
+# A module build leaves the version at v0.0.0-master; stamp the pinned release the way the
+# Kubernetes release build does, so /version (and anything reading it) tells the minor.
+release=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3 }' "$pins/$minor/kubernetes/go.mod")
+if [[ ! "$release" =~ ^v([0-9]+)\.([0-9]+)\.[0-9]+$ || "${BASH_REMATCH[1]}.${BASH_REMATCH[2]}" != "$minor" ]]; then
+  echo "hack/controlplane.sh: tools/controlplane/$minor/kubernetes/go.mod requires k8s.io/kubernetes" \
+    "'$release', not a $minor release" >&2
+  exit 1
+fi
+stamp=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  stamp+=" -X $pkg.gitVersion=$release -X $pkg.gitMajor=${BASH_REMATCH[1]}"
+  stamp+=" -X $pkg.gitMinor=${BASH_REMATCH[2]} -X $pkg.gitTreeState=clean"
+done
+
 etcd=$(cache_dir controlplane-etcd "$pins/$minor/etcd")
-k8s=$(cache_dir controlplane-k8s "$pins/$minor/kubernetes")
+k8s=$(cache_dir controlplane-k8s "$pins/$minor/kubernetes" "$stamp")
 go_build "$pins/$minor/etcd" . "$etcd/etcd"
 # Both commands from one module: the second build reuses most of the first one's compiled packages.
-go_build "$pins/$minor/kubernetes" k8s.io/kubernetes/cmd/kube-apiserver "$k8s/kube-apiserver"
-go_build "$pins/$minor/kubernetes" k8s.io/kubernetes/cmd/kube-controller-manager "$k8s/kube-controller-manager"
+go_build "$pins/$minor/kubernetes" k8s.io/kubernetes/cmd/kube-apiserver "$k8s/kube-apiserver" "$stamp"
+go_build "$pins/$minor/kubernetes" k8s.io/kubernetes/cmd/kube-controller-manager \
+  "$k8s/kube-controller-manager" "$stamp"
 # One directory holding all three, like envtest's assets directory, keyed by both pins.
 out="${XDG_CACHE_HOME:-$HOME/.cache}/secretbundle/controlplane/$minor-$(basename "$etcd")-$(basename "$k8s")"
 mkdir -p "$out"
