@@ -4,6 +4,7 @@
 
 pub mod controlplane;
 pub mod eso;
+pub mod expect;
 pub mod fleet;
 pub mod identity;
 pub mod install;
