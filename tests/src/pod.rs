@@ -58,13 +58,15 @@ pub struct PodRun {
 
 impl PodRun {
     /// Starts the first container of `pod` from `rootfs` (the image unpacked), talking to
-    /// `cp`'s apiserver with a token for the Pod's ServiceAccount, issued by `admin`.
+    /// `cp`'s apiserver with a token for the Pod's ServiceAccount, issued by `admin`; `podnet`
+    /// is the binary of src/bin/podnet.rs (`env!("CARGO_BIN_EXE_podnet")` in a test).
     pub async fn start(
         cp: &ControlPlane,
         admin: &Client,
         pod: &Pod,
         image: &ImageConfig,
         rootfs: &Path,
+        podnet: &Path,
     ) -> Result<Self> {
         let name = pod.metadata.name.clone().context("pod name")?;
         let ns = pod.metadata.namespace.clone().context("pod namespace")?;
@@ -132,7 +134,7 @@ impl PodRun {
         .arg(rootfs)
         .arg(&sa)
         .arg(dir.path())
-        .arg(env!("CARGO_BIN_EXE_podnet"))
+        .arg(podnet)
         .arg(ports.join(" "))
         .arg(read_only.to_string())
         .arg(if no_new_privs { "--no-new-privs" } else { "--" })
@@ -252,7 +254,7 @@ async fn bound_token(admin: &Client, ns: &str, sa: &str, pod: &Pod) -> Result<St
         .await
         .with_context(|| format!("TokenRequest for ServiceAccount {ns}/{sa}"))?
         .status
-        .map(|s| s.token)
+        .and_then(|s| s.token)
         .context("TokenRequest returned no token")
 }
 

@@ -119,7 +119,7 @@ async fn image_pulled_back_is_what_the_dockerfile_declares_and_runs() -> Result<
 
     // It runs as the image's user in a root holding nothing else: static, no libc, no shell.
     let version = output(
-        Command::new("chroot")
+        Command::new("/usr/sbin/chroot")
             .arg(format!("--userspec={}", stage.user))
             .arg(&rootfs)
             .arg(dst)
