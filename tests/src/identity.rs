@@ -77,16 +77,7 @@ pub async fn operator_client(cp: &ControlPlane, admin: &Client) -> Result<Client
     Api::<ClusterRoleBinding>::all(admin.clone())
         .patch(ROLE, &pp, &apply(binding))
         .await?;
-    let token = sas
-        .create_token_request(
-            SERVICE_ACCOUNT,
-            &PostParams::default(),
-            &TokenRequest::default(),
-        )
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .context("TokenRequest returned no token")?;
+    let token = service_account_token(admin, NAMESPACE, SERVICE_ACCOUNT).await?;
     let path = cp.token_kubeconfig_path("operator", &token)?;
     let kubeconfig = Kubeconfig::read_from(&path)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
@@ -95,6 +86,16 @@ pub async fn operator_client(cp: &ControlPlane, admin: &Client) -> Result<Client
 
 /// Everything the operator did that it must never do, from the apiserver's audit log: any
 /// request about Secrets, and any write outside its own kinds. Empty when all is well.
+/// A token for ServiceAccount `ns/name`, issued by TokenRequest (as the kubelet would mount it).
+pub async fn service_account_token(admin: &Client, ns: &str, name: &str) -> Result<String> {
+    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .create_token_request(name, &PostParams::default(), &TokenRequest::default())
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .with_context(|| format!("TokenRequest for {ns}/{name} returned no token"))
+}
+
 pub fn audit_violations(audit_log: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(audit_log)
         .with_context(|| format!("reading {}", audit_log.display()))?;

@@ -11,15 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{DynamicObject, PostParams};
 use secretbundle_controller::children::APPLIED_HASH_ANNOTATION;
 use secretbundle_controller::eso::EsoVersion;
 use secretbundle_tests::process::operator_bin;
-use secretbundle_tests::{Env, eso, repo_root, wait};
+use secretbundle_tests::{Env, eso, identity, repo_root, wait};
 use serde::Deserialize as _;
 use serde_json::json;
 
@@ -120,16 +118,7 @@ async fn ci_identity(env: &Env) -> Result<PathBuf> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let token = Api::<ServiceAccount>::namespaced(env.client.clone(), "ci")
-        .create_token_request(
-            "secretbundle-diff",
-            &PostParams::default(),
-            &TokenRequest::default(),
-        )
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .context("no token")?;
+    let token = identity::service_account_token(&env.client, "ci", "secretbundle-diff").await?;
     env.cp.token_kubeconfig_path("ci-diff", &token)
 }
 

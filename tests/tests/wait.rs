@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, ListParams, PostParams};
 use secretbundle_controller::eso::EsoVersion;
 use secretbundle_tests::process::operator_bin;
-use secretbundle_tests::{Env, eso, repo_root, simple_bundle, wait};
+use secretbundle_tests::{Env, eso, identity, repo_root, simple_bundle, wait};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
@@ -264,16 +264,8 @@ async fn consumer_examples_apply_and_read_access_to_bundles_suffices() -> Result
     }
 
     // Sufficient: wait, authenticated as that ServiceAccount, sees the bundle turn Ready.
-    let token = Api::<ServiceAccount>::namespaced(env.client.clone(), "ameide")
-        .create_token_request(
-            "secretbundle-waiter",
-            &PostParams::default(),
-            &TokenRequest::default(),
-        )
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .context("no token")?;
+    let token =
+        identity::service_account_token(&env.client, "ameide", "secretbundle-waiter").await?;
     let kubeconfig = env.cp.token_kubeconfig_path("waiter", &token)?;
     let mut waiter = Waiter::start(&kubeconfig, &["data-plane", "--timeout", "2m"])?;
     waiter.until_line("data-plane (NotFound)").await?;

@@ -80,6 +80,14 @@ pub struct SecretBundleSpec {
     pub secrets: Vec<BundleSecret>,
 }
 
+impl SecretBundleSpec {
+    /// The ExternalSecret names this spec renders: a child of the bundle with another name is
+    /// one to prune.
+    pub fn secret_names(&self) -> std::collections::BTreeSet<&str> {
+        self.secrets.iter().map(|s| s.name.as_str()).collect()
+    }
+}
+
 /// A DNS-1123 subdomain, as Kubernetes object names are.
 pub type BundleName = String;
 

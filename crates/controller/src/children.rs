@@ -1,7 +1,6 @@
 //! Writes to the target namespace: apply, prune, and cleanup on deletion. Only children this
 //! bundle owns are ever changed, unless its adoption policy allows taking one over.
 
-use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -361,12 +360,7 @@ async fn prune(
     bundle: &SecretBundle,
 ) -> Result<(), Error> {
     let ns = &bundle.spec.target_namespace;
-    let wanted: BTreeSet<&str> = bundle
-        .spec
-        .secrets
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+    let wanted = bundle.spec.secret_names();
     let mine = caches.children_of(&bundle.name_any(), bundle.metadata.uid.as_deref());
     for ((child_ns, name), current) in mine {
         if &child_ns != ns || wanted.contains(name.as_str()) {

@@ -1,7 +1,7 @@
 //! What the controller would do with one bundle now: the same facts, gates and rendering, the
 //! same ownership rules as `children::sync`, and each write replaced by a dry run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -111,12 +111,7 @@ pub async fn plan(
             spec.adoption_policy.unwrap_or(bundle.spec.adoption_policy) == AdoptionPolicy::IfExists;
         changes.push(settle(&api, bundle, want, live.get(&spec.name), adopt).await?);
     }
-    let wanted: BTreeSet<&str> = bundle
-        .spec
-        .secrets
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+    let wanted = bundle.spec.secret_names();
     for (name, obj) in &live {
         if !wanted.contains(name.as_str()) && (label(obj) == Some(&me) || owned(bundle, obj)) {
             changes.push(Change::Prune {
