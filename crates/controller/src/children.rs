@@ -190,9 +190,7 @@ impl One<'_> {
         Ok(match self.caches.current(&key) {
             Current::Labelled(c) if c.bundle() != Some(me) => {
                 let other = c.bundle().unwrap_or_default();
-                Outcome::Conflict(format!(
-                    "ExternalSecret {ns}/{name} is managed by bundle {other}; remove it from one of the two"
-                ))
+                Outcome::Conflict(managed_by_other(ns, &name, other))
             }
             Current::Labelled(c) if c.matches(&want)? => Outcome::Current(c),
             // Ours: fields another manager changed by hand are drift, ours to restore.
@@ -207,9 +205,7 @@ impl One<'_> {
                     .clone_from(&f.resource_version);
                 self.write(key, want, forced).await?
             }
-            Current::Foreign(_) => Outcome::Conflict(format!(
-                "ExternalSecret {ns}/{name} exists and is not managed by this bundle; delete it, or set adoptionPolicy: IfExists to take it over"
-            )),
+            Current::Foreign(_) => Outcome::Conflict(not_ours(ns, &name)),
             Current::Absent => match self.caches.claim(&key, me) {
                 // New: no force, so an object someone created meanwhile is a conflict, not ours.
                 // The claim is held until what was created is in the cache.
@@ -243,6 +239,20 @@ impl One<'_> {
         }
         Ok(outcome)
     }
+}
+
+/// The conflict of a child another bundle manages (the controller's and `diff`'s words).
+pub fn managed_by_other(ns: &str, name: &str, other: &str) -> String {
+    format!(
+        "ExternalSecret {ns}/{name} is managed by bundle {other}; remove it from one of the two"
+    )
+}
+
+/// The conflict of an existing child no bundle manages and this one may not adopt.
+pub fn not_ours(ns: &str, name: &str) -> String {
+    format!(
+        "ExternalSecret {ns}/{name} exists and is not managed by this bundle; delete it, or set adoptionPolicy: IfExists to take it over"
+    )
 }
 
 /// What became of one child.

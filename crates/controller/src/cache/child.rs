@@ -318,15 +318,25 @@ pub struct Foreign {
 
 impl Foreign {
     pub fn from_meta(obj: &PartialObjectMeta<DynamicObject>) -> Self {
+        Self::of(&obj.metadata)
+    }
+
+    /// What a bundle needs to know of an object it does not label: from any object's metadata.
+    pub fn of(meta: &ObjectMeta) -> Self {
         Foreign {
-            uid: obj.metadata.uid.clone(),
-            resource_version: obj.metadata.resource_version.clone(),
-            owners: obj
-                .owner_references()
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            owners: meta
+                .owner_references
                 .iter()
+                .flatten()
                 .map(|o| o.uid.clone())
                 .collect(),
-            applied_hash: obj.annotations().get(APPLIED_HASH_ANNOTATION).cloned(),
+            applied_hash: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
+                .cloned(),
         }
     }
 

@@ -9,7 +9,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use secretbundle_api::{AdoptionPolicy, BUNDLE_LABEL, MANAGER, SecretBundle};
-use secretbundle_controller::children::{self, APPLIED_HASH_ANNOTATION};
+use secretbundle_controller::cache::Foreign;
+use secretbundle_controller::children;
 use secretbundle_controller::eso::EsoKind;
 use secretbundle_controller::gates::{self, Blocked};
 use secretbundle_controller::{Reason, observe};
@@ -113,7 +114,9 @@ pub async fn plan(
     }
     let wanted = bundle.spec.secret_names();
     for (name, obj) in &live {
-        if !wanted.contains(name.as_str()) && (label(obj) == Some(&me) || owned(bundle, obj)) {
+        if !wanted.contains(name.as_str())
+            && (label(obj) == Some(&me) || Foreign::of(&obj.metadata).owned_by(bundle))
+        {
             changes.push(Change::Prune {
                 key: format!("{ns}/{name}"),
                 live: serde_json::to_value(obj)?,
@@ -128,13 +131,6 @@ pub async fn plan(
 
 fn label(obj: &DynamicObject) -> Option<&String> {
     obj.labels().get(BUNDLE_LABEL)
-}
-
-fn owned(bundle: &SecretBundle, obj: &DynamicObject) -> bool {
-    let uid = bundle.metadata.uid.as_deref();
-    obj.owner_references()
-        .iter()
-        .any(|o| Some(o.uid.as_str()) == uid)
 }
 
 /// The ownership decisions of `children::sync`, each write a dry run.
@@ -163,21 +159,15 @@ async fn settle(
     let adopted = match label(live) {
         Some(other) if *other != me => {
             return Ok(Change::Conflict {
-                message: format!(
-                    "ExternalSecret {key} is managed by bundle {other}; remove it from one of the two"
-                ),
+                message: children::managed_by_other(ns, &name, other),
             });
         }
         Some(_) => false,
         None => {
-            let carries = live.annotations().get(APPLIED_HASH_ANNOTATION).is_some()
-                && live.annotations().get(APPLIED_HASH_ANNOTATION)
-                    == want.annotations().get(APPLIED_HASH_ANNOTATION);
-            if !(owned(bundle, live) || carries || adopt) {
+            let foreign = Foreign::of(&live.metadata);
+            if !(foreign.owned_by(bundle) || foreign.carries(&want) || adopt) {
                 return Ok(Change::Conflict {
-                    message: format!(
-                        "ExternalSecret {key} exists and is not managed by this bundle; delete it, or set adoptionPolicy: IfExists to take it over"
-                    ),
+                    message: children::not_ours(ns, &name),
                 });
             }
             want.metadata
