@@ -92,18 +92,13 @@ pub async fn sync(
     writes: &Semaphore,
     bundle: &SecretBundle,
     version: EsoVersion,
-) -> Result<Report, Error> {
+) -> Result<(Report, Option<u16>), Error> {
     let ns = &bundle.spec.target_namespace;
     let desired = match render(bundle, version) {
         Ok(d) => d,
         Err(e) => {
-            return Ok(report(
-                bundle,
-                version,
-                Reason::InvalidSpec,
-                e.to_string(),
-                vec![],
-            ));
+            let r = report(bundle, version, Reason::InvalidSpec, e.to_string(), vec![]);
+            return Ok((r, None));
         }
     };
     let api = api::<EsObject>(client, ns, version);
@@ -128,6 +123,7 @@ pub async fn sync(
         .await;
     let mut secrets = Vec::with_capacity(outcomes.len());
     let (mut conflicts, mut rejections) = (Vec::new(), Vec::new());
+    let mut refused = None;
     for (outcome, spec) in outcomes.into_iter().zip(&bundle.spec.secrets) {
         let name = spec.name.clone();
         match outcome? {
@@ -142,7 +138,8 @@ pub async fn sync(
             }
             // The cluster said no (admission, schema, RBAC): report it in its words and go on
             // with the other children; the reconcile is retried with backoff.
-            Outcome::Rejected(message) => {
+            Outcome::Rejected(code, message) => {
+                refused.get_or_insert(code);
                 rejections.push(format!("ExternalSecret {ns}/{name}: {message}"));
                 secrets.push(child_failure(name, Reason::ApplyFailed, message));
             }
@@ -160,7 +157,7 @@ pub async fn sync(
     if let Some(note) = refresh_note(bundle) {
         message.push_str(&note);
     }
-    Ok(report(bundle, version, reason, message, secrets))
+    Ok((report(bundle, version, reason, message, secrets), refused))
 }
 
 /// A bundle's children settled side by side: at most this many at once per bundle.
@@ -262,7 +259,8 @@ enum Outcome {
     /// Applied; the apiserver's answer.
     Written(Arc<Child>),
     Conflict(String),
-    Rejected(String),
+    /// Refused by the apiserver: its code (for the failure's category) and words.
+    Rejected(u16, String),
 }
 
 fn child_failure(name: String, reason: Reason, message: String) -> SecretStatus {
@@ -283,7 +281,7 @@ async fn write(
         Ok(child) => Ok(Outcome::Written(Arc::new(
             Child::from(child).applied(&want),
         ))),
-        Err(kube::Error::Api(s)) if rejected(&s) => Ok(Outcome::Rejected(s.message)),
+        Err(kube::Error::Api(s)) if rejected(&s) => Ok(Outcome::Rejected(s.code, s.message)),
         Err(e) => Err(e).during("apply ExternalSecret"),
     }
 }

@@ -117,6 +117,13 @@ fn served(crd: &CustomResourceDefinition) -> Served {
     (version, schema)
 }
 
+/// Whether `event` completes this watch's own list. The cache may already be synced from the
+/// watch this one replaced (an ESO upgrade that switched versions): only this watch's own
+/// complete list may publish the new version, not its first event.
+fn own_list_done<K>(event: &watcher::Event<K>) -> bool {
+    matches!(event, watcher::Event::InitDone)
+}
+
 async fn watch_objects(
     client: Client,
     lists: Lists,
@@ -166,16 +173,20 @@ async fn watch_external_secrets(
         let was_listed = ours_listed && others_listed;
         match event {
             Es::Ours(Ok(event)) => {
-                ours_listed |= caches.child_event(map_event(event, |o: EsObject| {
+                let done = own_list_done(&event);
+                let synced = caches.child_event(map_event(event, |o: EsObject| {
                     let key = (o.namespace().unwrap_or_default(), o.name_any());
                     (key, Arc::new(Child::from(o)))
                 }));
+                ours_listed |= done && synced;
             }
             Es::Other(Ok(event)) => {
-                others_listed |= caches.foreign_event(map_event(event, |o| {
+                let done = own_list_done(&event);
+                let synced = caches.foreign_event(map_event(event, |o| {
                     let key = (o.namespace().unwrap_or_default(), o.name_any());
                     (key, Foreign::from_meta(&o))
                 }));
+                others_listed |= done && synced;
             }
             Es::Ours(Err(e)) | Es::Other(Err(e)) => {
                 warn!(error = %e, "ExternalSecret watch failed; retrying");
@@ -209,7 +220,8 @@ async fn watch_stores(
         match event {
             Ok(event) => {
                 let was_listed = listed;
-                listed = caches.store_event(
+                let done = own_list_done(&event);
+                let synced = caches.store_event(
                     kind,
                     map_event(event, |o: DynamicObject| {
                         let id = StoreId {
@@ -220,6 +232,7 @@ async fn watch_stores(
                         (id, read_store(&o.data))
                     }),
                 );
+                listed |= done && synced;
                 if listed && !was_listed {
                     caches.synced(kind, version);
                 }
@@ -228,3 +241,7 @@ async fn watch_stores(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "eso_watch_tests.rs"]
+mod tests;

@@ -14,6 +14,8 @@ pub mod gates;
 pub mod limit;
 mod listwatch;
 pub mod metrics;
+#[cfg(test)]
+mod mock_api;
 pub mod observe;
 pub mod reason;
 pub mod reconcile;

@@ -44,12 +44,17 @@ impl Lists {
             }
         };
         info!(streaming, "initial lists of watches");
+        Self::new(streaming)
+    }
+
+    /// Watches that start with a streaming list when `streaming`, else with paged lists.
+    pub fn new(streaming: bool) -> Self {
         Lists(Arc::new(AtomicBool::new(streaming)))
     }
 
     /// Watches that list in pages, for watches bundles are waiting on.
     pub fn paged(&self) -> Self {
-        Lists(Arc::new(AtomicBool::new(false)))
+        Self::new(false)
     }
 
     fn streaming(&self) -> bool {
@@ -87,7 +92,7 @@ impl Lists {
                 let item = st.inner.next().await?;
                 match &item {
                     Ok(watcher::Event::InitDone) => st.listed = true,
-                    Err(e) if st.streaming && !st.listed => {
+                    Err(e) if st.streaming && !st.listed && refuses_streaming(e) => {
                         warn!(error = %e, "streaming list refused; using paged lists");
                         st.lists.give_up_streaming();
                         st.streaming = false;
@@ -102,6 +107,21 @@ impl Lists {
     }
 }
 
+/// Whether an error before the first list says the apiserver cannot stream lists (an apiserver
+/// without WatchList rejects `sendInitialEvents` as invalid). Anything else (a dropped
+/// connection, a 5xx, throttling, an expired resourceVersion) is passing, and must not turn
+/// streaming off for every watch for the life of the process: the watch retries as it was.
+fn refuses_streaming(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+        watcher::Error::WatchError(s) => s.code,
+        _ => return false,
+    };
+    matches!(code, 400 | 422)
+}
+
 struct State<K: Resource + 'static> {
     inner: BoxStream<'static, watcher::Result<watcher::Event<K>>>,
     streaming: bool,
@@ -109,4 +129,65 @@ struct State<K: Resource + 'static> {
     lists: Lists,
     api: Api<K>,
     wc: watcher::Config,
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::core::PartialObjectMeta;
+
+    use super::*;
+    use crate::mock_api;
+
+    fn status(code: u16) -> Box<kube::core::Status> {
+        Box::new(kube::core::Status::failure("no", "Reason").with_code(code))
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_request_turns_streaming_off() {
+        let start = |code| watcher::Error::WatchStartFailed(kube::Error::Api(status(code)));
+        assert!(refuses_streaming(&start(422)));
+        assert!(refuses_streaming(&start(400)));
+        assert!(refuses_streaming(&watcher::Error::WatchError(status(422))));
+        for code in [403, 410, 429, 500, 503] {
+            assert!(!refuses_streaming(&start(code)), "{code}");
+        }
+        let dropped = watcher::Error::WatchFailed(kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert!(!refuses_streaming(&dropped));
+    }
+
+    /// One streaming list answered by a passing 503, another by a refusal.
+    #[tokio::test(start_paused = true)]
+    async fn a_passing_error_keeps_streaming_and_a_refusal_turns_it_off() {
+        let (client, mut requests) = mock_api::pair();
+        let lists = Lists::new(true);
+        let api = Api::<PartialObjectMeta<Namespace>>::all(client);
+        let mut watch = lists.watch(api, watcher::Config::default()).boxed();
+        let mut next = tokio::spawn(async move { while watch.next().await.is_some() {} });
+        let first = requests.next().await.expect("a streaming list");
+        assert!(
+            first.uri.contains("sendInitialEvents=true"),
+            "{}",
+            first.uri
+        );
+        first.status(503, "the server is currently unable to handle the request");
+        // The watcher retries after its own backoff; the error reached the caller.
+        let again = requests.next().await.expect("a retry");
+        assert!(
+            again.uri.contains("sendInitialEvents=true"),
+            "gave up streaming on a 503: {}",
+            again.uri
+        );
+        assert!(lists.streaming());
+        again.status(
+            422,
+            "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+        );
+        let paged = requests.next().await.expect("a paged list");
+        assert!(!paged.uri.contains("sendInitialEvents"), "{}", paged.uri);
+        assert!(!lists.streaming());
+        next.abort();
+        let _ = (&mut next).await;
+    }
 }

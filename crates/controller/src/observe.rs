@@ -193,10 +193,20 @@ pub fn read_store(data: &Value) -> StoreFact {
         });
     match ready {
         Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {
-            let conditions: Vec<StoreCondition> = data
-                .pointer("/spec/conditions")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
+            let conditions = match data.pointer("/spec/conditions") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(v) => match serde_json::from_value::<Vec<StoreCondition>>(v.clone()) {
+                    Ok(c) => c,
+                    // Unreadable restrictions admit no namespace (fail closed), and say why.
+                    Err(e) => {
+                        return StoreFact::NotReady {
+                            message: format!(
+                                "its spec.conditions cannot be read ({e}), so no namespace is admitted"
+                            ),
+                        };
+                    }
+                },
+            };
             StoreFact::Ready { conditions }
         }
         Some(c) => {
@@ -208,5 +218,32 @@ pub fn read_store(data: &Value) -> StoreFact {
         None => StoreFact::NotReady {
             message: "ESO has not reported on it yet".into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_store_whose_conditions_cannot_be_read_admits_no_namespace() {
+        let ready = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        let store =
+            |conditions: Value| json!({"spec": {"conditions": conditions}, "status": ready});
+        assert_eq!(
+            read_store(&json!({"status": ready})),
+            StoreFact::Ready { conditions: vec![] }
+        );
+        assert!(
+            matches!(read_store(&store(json!([{"namespaces": ["a"]}]))), StoreFact::Ready { conditions } if conditions.len() == 1)
+        );
+        match read_store(&store(json!({"namespaces": "a"}))) {
+            StoreFact::NotReady { message } => {
+                assert!(message.contains("spec.conditions"), "{message}")
+            }
+            other => panic!("an unreadable spec.conditions admitted namespaces: {other:?}"),
+        }
     }
 }

@@ -14,7 +14,7 @@ use tracing::{info, instrument, warn};
 
 use crate::cache::Caches;
 use crate::error::Error;
-use crate::eso::EsoKind;
+use crate::eso::{CrdProblem, EsoKind};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::status::Report;
@@ -30,7 +30,7 @@ pub struct Context {
     pub caches: Arc<Caches>,
     pub status: Arc<StatusWriter>,
     pub metrics: Arc<Metrics>,
-    pub failures: Failures,
+    pub failures: Arc<Failures>,
     /// Child writes in flight, across all bundles: `--concurrency` of them.
     pub writes: tokio::sync::Semaphore,
     /// This replica's shard: only bundles whose labels match are reconciled (all when `None`).
@@ -49,15 +49,26 @@ impl Failures {
     }
 
     /// Records one more failure; returns how many came before it.
-    fn record(&self, bundle: &str) -> u32 {
+    pub(crate) fn record(&self, bundle: &str) -> u32 {
         let mut map = self.map();
         let n = map.entry(bundle.to_string()).or_default();
         *n = n.saturating_add(1);
         *n - 1
     }
 
-    fn clear(&self, bundle: &str) {
+    /// Whether `bundle` is backing off.
+    #[cfg(test)]
+    pub(crate) fn failing(&self, bundle: &str) -> bool {
+        self.map().contains_key(bundle)
+    }
+
+    pub fn clear(&self, bundle: &str) {
         self.map().remove(bundle);
+    }
+
+    /// Forgets every bundle `keep` says is gone (after a relist, which reports no deletions).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.map().retain(|b, _| keep(b));
     }
 }
 
@@ -107,7 +118,7 @@ pub fn error_policy(bundle: Arc<SecretBundle>, error: &Error, ctx: Arc<Context>)
 
 async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     let facts = observe::facts(&ctx.caches, &ctx.bundles, bundle);
-    let report = match gates::evaluate(bundle, &facts) {
+    let (report, refused) = match gates::evaluate(bundle, &facts) {
         Ok(version) => {
             children::sync(
                 &ctx.client,
@@ -119,16 +130,19 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
             )
             .await?
         }
-        Err(blocked) => Report {
-            reason: blocked.reason,
-            message: blocked.message,
-            eso_version: facts.crd.ok(),
-            secrets: vec![],
-            last_handled_refresh: bundle
-                .status
-                .as_ref()
-                .and_then(|s| s.last_handled_refresh.clone()),
-        },
+        Err(blocked) => (
+            Report {
+                reason: blocked.reason,
+                message: blocked.message,
+                eso_version: facts.crd.ok(),
+                secrets: vec![],
+                last_handled_refresh: bundle
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_handled_refresh.clone()),
+            },
+            None,
+        ),
     };
     let (reason, message) = (report.reason, report.message.clone());
     // Written off the reconcile path, after the children: only the latest report counts.
@@ -136,29 +150,183 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics.reconciled(&bundle.name_any(), reason);
     if reason == Reason::ApplyFailed {
         // Reported; now an error, so the controller retries it with backoff.
-        return Err(Error::Rejected(message));
+        let code = refused.unwrap_or(422);
+        return Err(Error::Rejected { code, message });
     }
     // Watches on every input drive the next reconcile; nothing is polled.
     Ok(Action::await_change())
 }
 
 async fn cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
-    let version = ctx.caches.crd(EsoKind::ExternalSecret).ok();
+    let version = match ctx.caches.crd(EsoKind::ExternalSecret) {
+        Ok(v) => Some(v),
+        // No CRD, no ExternalSecrets: none of ours is left to delete or release.
+        Err(CrdProblem::Absent) => None,
+        // The CRD is there but its objects cannot be read or written now: children may exist
+        // that must be released (Orphan) or deleted, so the finalizer stays until they can be.
+        Err(problem) => {
+            let message = cleanup_blocked(bundle, &problem);
+            let report = Report {
+                reason: Reason::WaitingForCRD,
+                message: message.clone(),
+                eso_version: None,
+                secrets: vec![],
+                last_handled_refresh: bundle
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_handled_refresh.clone()),
+            };
+            ctx.status.submit(bundle, report);
+            ctx.metrics
+                .reconciled(&bundle.name_any(), Reason::WaitingForCRD);
+            return Err(Error::CleanupBlocked(message));
+        }
+    };
     children::cleanup(&ctx.client, bundle, version).await?;
     ctx.metrics.forget(&bundle.name_any());
     info!(policy = ?bundle.spec.deletion_policy, "cleaned up children");
     Ok(Action::await_change())
 }
 
+/// Why a deleted bundle keeps its finalizer while the ExternalSecret CRD is unusable.
+fn cleanup_blocked(bundle: &SecretBundle, problem: &CrdProblem) -> String {
+    let what = match bundle.spec.deletion_policy {
+        secretbundle_api::DeletionPolicy::Orphan => "released (deletionPolicy Orphan)",
+        secretbundle_api::DeletionPolicy::Delete => "deleted (deletionPolicy Delete)",
+    };
+    format!(
+        "deletion waits: the ExternalSecret CRD {problem}, and the bundle's ExternalSecrets must be \
+         {what} before its finalizer is removed"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::writer::StatusWriter;
 
     #[test]
     fn retries_back_off_exponentially_up_to_a_cap() {
         let delays: Vec<u64> = (0..12).map(|n| retry_delay(n).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
         assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
+    }
+
+    use futures::StreamExt as _;
+    use kube::runtime::events::{Recorder, Reporter};
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+    use serde_json::json;
+
+    fn deleted_bundle(policy: &str) -> SecretBundle {
+        serde_json::from_value(json!({
+            "apiVersion": "secrets.ameide.io/v1alpha1", "kind": "SecretBundle",
+            "metadata": {"name": "b", "uid": "u1", "generation": 2, "resourceVersion": "5",
+                         "finalizers": [FINALIZER], "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"targetNamespace": "ns", "secretStoreRef": {"name": "vault"},
+                     "deletionPolicy": policy, "secrets": []},
+        }))
+        .expect("bundle")
+    }
+
+    /// A controller's context on a scripted API server, the ExternalSecret CRD in `crd`.
+    fn context(
+        crd: Result<crate::eso::EsoVersion, CrdProblem>,
+        bundle: &SecretBundle,
+    ) -> (
+        Arc<Context>,
+        futures::channel::mpsc::UnboundedReceiver<crate::mock_api::Exchange>,
+    ) {
+        let (client, requests) = crate::mock_api::pair();
+        let (store, mut cache) = reflector::store();
+        cache.apply_watcher_event(&watcher::Event::Apply(bundle.clone()));
+        let caches = Arc::new(Caches::new(futures::channel::mpsc::unbounded().0));
+        match crd {
+            Ok(v) => {
+                caches.crd_usable(EsoKind::ExternalSecret, v, true);
+                caches.synced(EsoKind::ExternalSecret, v);
+            }
+            Err(p) => caches.crd_unusable(EsoKind::ExternalSecret, p),
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        );
+        let status = StatusWriter::new(
+            client.clone(),
+            store.clone(),
+            recorder,
+            metrics.clone(),
+            None,
+        );
+        let ctx = Context {
+            client,
+            bundles: store,
+            caches,
+            status,
+            metrics,
+            failures: Arc::default(),
+            writes: tokio::sync::Semaphore::new(1),
+            shard: None,
+        };
+        (Arc::new(ctx), requests)
+    }
+
+    /// Deleted while the ExternalSecret CRD exists but cannot be used: the Orphan children
+    /// cannot be released, so the finalizer stays and the status says why.
+    #[tokio::test(start_paused = true)]
+    async fn cleanup_waits_for_a_usable_crd_and_says_why() {
+        for problem in [
+            CrdProblem::NotEstablished,
+            CrdProblem::NoSupportedVersion(vec!["v2".into()]),
+        ] {
+            let bundle = deleted_bundle("Orphan");
+            let (ctx, mut requests) = context(Err(problem.clone()), &bundle);
+            let _writer = tokio::spawn(ctx.status.clone().run());
+            // Spawned: the code before this fix waited on an answer to its finalizer removal.
+            let task = tokio::spawn(reconcile(Arc::new(bundle), ctx.clone()));
+            let write = requests.next().await.expect("a request");
+            assert_eq!(
+                write.path(),
+                "/apis/secrets.ameide.io/v1alpha1/secretbundles/b/status",
+                "{problem:?}: not a status write"
+            );
+            let message = write.body["status"]["conditions"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                message.contains(&problem.to_string()) && message.contains("Orphan"),
+                "{message}"
+            );
+            let err = task
+                .await
+                .expect("task")
+                .expect_err("the finalizer was removed");
+            assert_eq!(err.category(), "cleanup_blocked", "{problem:?}");
+            ctx.status.stop();
+        }
+    }
+
+    /// Without the CRD no ExternalSecret can exist: nothing to release, the finalizer goes.
+    #[tokio::test(start_paused = true)]
+    async fn cleanup_without_the_crd_removes_the_finalizer() {
+        let bundle = deleted_bundle("Orphan");
+        let (ctx, mut requests) = context(Err(CrdProblem::Absent), &bundle);
+        let task = tokio::spawn(reconcile(Arc::new(bundle.clone()), ctx));
+        let patch = requests.next().await.expect("the finalizer's removal");
+        assert_eq!(
+            (patch.method.as_str(), patch.path()),
+            ("PATCH", "/apis/secrets.ameide.io/v1alpha1/secretbundles/b")
+        );
+        assert!(patch.body.to_string().contains("remove"), "{}", patch.body);
+        patch.json(200, &serde_json::to_value(&bundle).expect("json"));
+        task.await.expect("task").expect("reconcile");
     }
 
     #[test]

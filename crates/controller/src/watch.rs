@@ -27,7 +27,7 @@ use crate::eso;
 use crate::gates::NamespaceFact;
 use crate::listwatch::Lists;
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::{Context, Failures, error_policy, reconcile};
 use crate::triggers::Triggers;
 use crate::writer::StatusWriter;
 
@@ -62,6 +62,11 @@ pub async fn run_with(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    // No permits would block every reconcile forever; the CLI refuses 0, a library caller too.
+    let options = Options {
+        concurrency: options.concurrency.max(1),
+        ..options
+    };
     await_own_crd(&client).await;
     let lists = Lists::detect(&client).await;
     let (wake, woken) = mpsc::unbounded();
@@ -80,7 +85,6 @@ pub async fn run_with(
     info!("caches filled; reconciling");
 
     let (store, writer) = reflector::store();
-    let bundle_events = bundle_events(&client, &lists, writer, store.clone(), caches.clone());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -88,7 +92,20 @@ pub async fn run_with(
             instance: None,
         },
     );
-    let status = StatusWriter::new(client.clone(), store.clone(), recorder);
+    let status = StatusWriter::new(
+        client.clone(),
+        store.clone(),
+        recorder,
+        metrics.clone(),
+        options.shard.clone(),
+    );
+    let failures = Arc::new(Failures::default());
+    let gone = Gone {
+        metrics: metrics.clone(),
+        failures: failures.clone(),
+        status: status.clone(),
+    };
+    let bundle_events = bundle_events(&client, &lists, writer, store.clone(), caches.clone(), gone);
     let writers: Vec<_> = (0..2)
         .map(|_| AbortOnDrop(tokio::spawn(status.clone().run())))
         .collect();
@@ -98,7 +115,7 @@ pub async fn run_with(
         caches,
         status: status.clone(),
         metrics,
-        failures: Default::default(),
+        failures,
         writes: tokio::sync::Semaphore::new(options.concurrency.into()),
         shard: options.shard,
     });
@@ -130,6 +147,7 @@ fn bundle_events(
     writer: reflector::store::Writer<SecretBundle>,
     store: Store<SecretBundle>,
     caches: Arc<Caches>,
+    gone: Gone,
 ) -> impl futures::Stream<Item = Result<SecretBundle, watcher::Error>> + Send + 'static {
     lists
         .watch(
@@ -141,7 +159,10 @@ fn bundle_events(
         .reflect(writer)
         .inspect_ok({
             let store = store.clone();
-            move |event| caches.bundle_event(event, &store)
+            move |event| {
+                caches.bundle_event(event, &store);
+                gone.on(event, &store);
+            }
         })
         .scan(Triggers::default(), move |triggers, event| {
             let out: Vec<_> = match event {
@@ -160,6 +181,35 @@ fn bundle_events(
                 }
             })
         })
+}
+
+/// What is kept per bundle outside the caches: its gauge, its backoff and its queued status.
+/// A bundle's Delete event forgets it (also when its finalizer was removed by hand, so no
+/// cleanup ran), and so does a relist that no longer has it.
+struct Gone {
+    metrics: Arc<Metrics>,
+    failures: Arc<Failures>,
+    status: Arc<StatusWriter>,
+}
+
+impl Gone {
+    fn on(&self, event: &watcher::Event<SecretBundle>, store: &Store<SecretBundle>) {
+        match event {
+            watcher::Event::Delete(b) => {
+                let name = b.name_any();
+                self.metrics.forget(&name);
+                self.failures.clear(&name);
+                self.status.forget(&name);
+            }
+            watcher::Event::InitDone => {
+                let keep = |name: &str| store.get(&reflector::ObjectRef::new(name)).is_some();
+                self.metrics.retain(keep);
+                self.failures.retain(keep);
+                self.status.retain(keep);
+            }
+            watcher::Event::Apply(_) | watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        }
+    }
 }
 
 /// Delays between watch retries: at once, then 0.5 s doubling up to 5 s; from the start again
@@ -271,6 +321,62 @@ async fn watch_namespaces(client: Client, lists: Lists, caches: Arc<Caches>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bundle(name: &str) -> SecretBundle {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "secrets.ameide.io/v1alpha1", "kind": "SecretBundle",
+            "metadata": {"name": name, "uid": name},
+            "spec": {"targetNamespace": "ns", "secretStoreRef": {"name": "vault"}, "secrets": []},
+        }))
+        .expect("bundle")
+    }
+
+    /// A bundle whose finalizer was removed by hand is gone without a cleanup: its Delete event
+    /// (or a relist without it) must still clear what was kept for it.
+    #[tokio::test]
+    async fn a_deleted_bundle_leaves_the_gauges_and_the_backoff() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let (client, _requests) = crate::mock_api::pair();
+        let (store, mut cache) = reflector::store();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        );
+        let gone = Gone {
+            metrics: metrics.clone(),
+            failures: Arc::default(),
+            status: StatusWriter::new(client, store.clone(), recorder, metrics.clone(), None),
+        };
+        let scrape = || {
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
+            out
+        };
+        for name in ["a", "b"] {
+            cache.apply_watcher_event(&watcher::Event::Apply(bundle(name)));
+            metrics.reconciled(name, crate::Reason::ApplyFailed);
+            gone.failures.record(name);
+        }
+        assert!(scrape().contains("secretbundle_bundles{reason=\"ApplyFailed\"} 2"));
+
+        let deleted = watcher::Event::Delete(bundle("a"));
+        cache.apply_watcher_event(&deleted);
+        gone.on(&deleted, &store);
+        assert!(scrape().contains("secretbundle_bundles{reason=\"ApplyFailed\"} 1"));
+        assert!(!gone.failures.failing("a") && gone.failures.failing("b"));
+
+        // Deleted while the watch was down: the relist has no Delete event for it.
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            cache.apply_watcher_event(&event);
+            gone.on(&event, &store);
+        }
+        assert!(scrape().contains("secretbundle_bundles{reason=\"ApplyFailed\"} 0"));
+        assert!(!gone.failures.failing("b"));
+    }
 
     #[test]
     fn watch_retries_stay_within_seconds_and_reset() {

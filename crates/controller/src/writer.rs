@@ -3,6 +3,14 @@
 //! is replaced, so a state that lasted milliseconds costs no write), then the bundle's event.
 //! Together with the rate limit's preference for child writes, a gate that opens for hundreds
 //! of bundles at once gets their children out before their statuses.
+//!
+//! Whether a write is needed is judged against the status the bundle has now. The bundle cache
+//! learns of the writer's own patch only when the watch delivers it, a round trip or more later;
+//! judged against the cache alone, a report that undoes the last write within that window (a
+//! child not Ready, then Ready again) would look unchanged and be dropped, and since a status
+//! change wakes no reconcile the bundle would keep the old reason. So the writer keeps what it
+//! last wrote, with the resourceVersion the apiserver gave it, and trusts the cache again only
+//! once the cache holds that version or a newer one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,15 +18,17 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
-use secretbundle_api::{MANAGER, SecretBundle};
+use secretbundle_api::{MANAGER, SecretBundle, SecretBundleStatus};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::metrics::Metrics;
 use crate::reason::{Phase, Reason};
 use crate::reconcile::retry_delay;
 use crate::status::{self, Report};
@@ -42,28 +52,84 @@ struct Pending {
 /// `kubectl wait` and dependents should not wait for it.
 const SETTLE: Duration = Duration::from_millis(250);
 
+/// A status this writer wrote that the bundle cache may not show yet.
+#[derive(Clone, Debug)]
+struct Written {
+    uid: Option<String>,
+    /// The resourceVersion the apiserver answered the patch with.
+    resource_version: Option<String>,
+    status: Option<SecretBundleStatus>,
+}
+
 #[derive(Default)]
 struct Queue {
     pending: HashMap<String, Pending>,
     /// Being written now: not picked by a second writer, so writes of a bundle stay in order.
     busy: HashSet<String>,
+    /// Last writes the cache has not caught up with yet.
+    written: HashMap<String, Written>,
     stopped: bool,
+}
+
+impl Queue {
+    /// `bundle` as it is now: the cached object, with the status last written when the cache
+    /// has not seen that write yet. Forgets a write the cache has caught up with.
+    fn current(&mut self, bundle: &SecretBundle) -> SecretBundle {
+        let name = bundle.name_any();
+        let Some(w) = self.written.get(&name) else {
+            return bundle.clone();
+        };
+        if w.uid != bundle.metadata.uid
+            || caught_up(
+                bundle.metadata.resource_version.as_deref(),
+                w.resource_version.as_deref(),
+            )
+        {
+            self.written.remove(&name);
+            return bundle.clone();
+        }
+        let mut now = bundle.clone();
+        now.status.clone_from(&w.status);
+        now
+    }
+}
+
+/// Whether a cached object at `cached` includes the write that returned `written`. The
+/// apiserver's resourceVersions are increasing integers (etcd revisions); anything else is
+/// compared for equality only.
+fn caught_up(cached: Option<&str>, written: Option<&str>) -> bool {
+    let number = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
+    match (number(cached), number(written)) {
+        (Some(c), Some(w)) => c >= w,
+        _ => cached == written,
+    }
 }
 
 pub struct StatusWriter {
     client: Client,
     bundles: Store<SecretBundle>,
     recorder: Recorder,
+    metrics: Arc<Metrics>,
+    /// This replica's shard: a bundle that left it is written by the shard it moved to.
+    shard: Option<Selector>,
     queue: Mutex<Queue>,
     wake: Notify,
 }
 
 impl StatusWriter {
-    pub fn new(client: Client, bundles: Store<SecretBundle>, recorder: Recorder) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        bundles: Store<SecretBundle>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        shard: Option<Selector>,
+    ) -> Arc<Self> {
         Arc::new(StatusWriter {
             client,
             bundles,
             recorder,
+            metrics,
+            shard,
             queue: Mutex::default(),
             wake: Notify::new(),
         })
@@ -82,23 +148,29 @@ impl StatusWriter {
         if q.stopped {
             return;
         }
-        if !q.busy.contains(&name) && !q.pending.contains_key(&name) && unchanged(bundle, &report) {
+        if !q.busy.contains(&name)
+            && !q.pending.contains_key(&name)
+            && unchanged(&q.current(bundle), &report)
+        {
             return; // nothing changed: no write
         }
         let now = Instant::now();
-        let due = match (report.reason, q.pending.get(&name)) {
+        let earlier = q.pending.get(&name);
+        let due = match (report.reason, earlier) {
             (Reason::Ready, _) => now,
             // Replaced: still written by when the first one was due, however often it changes.
             (_, Some(earlier)) => earlier.due,
             (_, None) => now + SETTLE,
         };
+        // A write that keeps failing keeps backing off, whatever it now says.
+        let failures = earlier.map_or(0, |e| e.failures);
         q.pending.insert(
             name,
             Pending {
                 uid: bundle.metadata.uid.clone(),
                 generation: bundle.metadata.generation,
                 report,
-                failures: 0,
+                failures,
                 due,
             },
         );
@@ -141,31 +213,22 @@ impl StatusWriter {
             let result = self.write(&name, &pending).await;
             let mut q = self.queue();
             q.busy.remove(&name);
-            if let Err(e) = result
-                && !q.stopped
-                && !q.pending.contains_key(&name)
-            {
-                let delay = retry_delay(pending.failures);
-                warn!(bundle = %name, error = %e, retry_in = ?delay, "status write failed");
-                let retry = Pending {
-                    failures: pending.failures.saturating_add(1),
-                    due: Instant::now(),
-                    ..pending
-                };
-                drop(q);
-                let me = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let mut q = me.queue();
-                    if !q.stopped && !q.pending.contains_key(&name) {
-                        q.pending.insert(name, retry);
-                        drop(q);
-                        me.wake.notify_one();
-                    }
-                });
-            } else {
-                drop(q);
+            if let Err(e) = result {
+                self.metrics
+                    .status_write_failed(crate::error::kube_category(&e));
+                // Retried from the queue, so a newer report replaces it rather than racing it.
+                if !q.stopped && !q.pending.contains_key(&name) {
+                    let delay = retry_delay(pending.failures);
+                    warn!(bundle = %name, error = %e, retry_in = ?delay, "status write failed");
+                    let retry = Pending {
+                        failures: pending.failures.saturating_add(1),
+                        due: Instant::now() + delay,
+                        ..pending
+                    };
+                    q.pending.insert(name, retry);
+                }
             }
+            drop(q);
             // Another bundle may be waiting behind this one.
             self.wake.notify_one();
         }
@@ -180,6 +243,20 @@ impl StatusWriter {
         self.wake.notify_waiters();
     }
 
+    /// The bundle is gone: nothing of it is kept.
+    pub fn forget(&self, name: &str) {
+        let mut q = self.queue();
+        q.pending.remove(name);
+        q.written.remove(name);
+    }
+
+    /// Forgets every bundle `keep` says is gone (after a relist, which reports no deletions).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut q = self.queue();
+        q.pending.retain(|n, _| keep(n));
+        q.written.retain(|n, _| keep(n));
+    }
+
     /// Whether a write is still in flight (after [`StatusWriter::stop`], wait for none).
     pub fn idle(&self) -> bool {
         self.queue().busy.is_empty()
@@ -187,12 +264,18 @@ impl StatusWriter {
 
     async fn write(&self, name: &str, p: &Pending) -> Result<(), kube::Error> {
         // The bundle as it is now: the status is built on its current one.
-        let Some(bundle) = self.bundles.get(&ObjectRef::new(name)) else {
+        let Some(cached) = self.bundles.get(&ObjectRef::new(name)) else {
             return Ok(()); // deleted meanwhile
         };
-        if bundle.metadata.uid != p.uid || bundle.metadata.generation != p.generation {
+        if cached.metadata.uid != p.uid || cached.metadata.generation != p.generation {
             return Ok(()); // replaced or changed: its own reconcile reports on it
         }
+        if let Some(shard) = &self.shard
+            && !shard.matches(cached.labels())
+        {
+            return Ok(()); // moved to another shard, which reports on it now
+        }
+        let bundle = self.queue().current(&cached);
         let next = status::next_status(
             &bundle,
             &p.report,
@@ -214,7 +297,19 @@ impl StatusWriter {
             )
             .await;
         match result {
-            Ok(_) => {}
+            Ok(written) => {
+                let mut q = self.queue();
+                if !q.stopped {
+                    q.written.insert(
+                        name.to_string(),
+                        Written {
+                            uid: written.metadata.uid.clone().or(p.uid.clone()),
+                            resource_version: written.metadata.resource_version.clone(),
+                            status: written.status.clone().or(Some(next)),
+                        },
+                    );
+                }
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
             Err(e) => return Err(e),
         }
@@ -266,3 +361,7 @@ fn unchanged(bundle: &SecretBundle, report: &Report) -> bool {
     let next = status::next_status(bundle, report, &Time(k8s_openapi::jiff::Timestamp::now()));
     bundle.status.as_ref() == Some(&next)
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

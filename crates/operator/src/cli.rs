@@ -47,8 +47,9 @@ pub struct RunArgs {
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
-    /// Bundles reconciled at the same time.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
+    /// Bundles reconciled at the same time (1-1000).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub concurrency: u16,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -65,11 +66,13 @@ pub struct RunArgs {
     /// Identity in the Lease; defaults to the pod name.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Sustained requests per second to the API server.
-    #[arg(long, env = "KUBE_QPS", default_value_t = 50)]
+    /// Sustained requests per second to the API server (1-100000).
+    #[arg(long, env = "KUBE_QPS", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub qps: u32,
-    /// Requests allowed in a burst above --qps.
-    #[arg(long, env = "KUBE_BURST", default_value_t = 100)]
+    /// Requests allowed in a burst above --qps (1-100000; at least --qps).
+    #[arg(long, env = "KUBE_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub burst: u32,
     /// Reconcile only bundles whose labels match this selector (e.g.
     /// `sharding.secrets.ameide.io/key=shard1`, or `!sharding.secrets.ameide.io/key` for the
@@ -235,3 +238,54 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
 }
 
 use serde::Deserialize as _;
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, String> {
+        let argv = ["secretbundle-operator", "run"]
+            .into_iter()
+            .chain(args.iter().copied());
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Run(a) => Ok(a),
+            _ => Err("not run".into()),
+        }
+    }
+
+    /// Every number the operator takes is range-checked, and the error names the flag.
+    #[test]
+    fn numbers_out_of_range_are_refused_naming_the_flag() {
+        for (flag, bad) in [
+            ("--concurrency", "0"),
+            ("--concurrency", "1001"),
+            ("--concurrency", "-1"),
+            ("--qps", "0"),
+            ("--qps", "100001"),
+            ("--burst", "0"),
+            ("--burst", "many"),
+        ] {
+            let arg = format!("{flag}={bad}");
+            let err = run_args(&[&arg])
+                .err()
+                .unwrap_or_else(|| panic!("{flag} {bad} accepted"));
+            assert!(
+                err.contains(flag) && err.contains(bad),
+                "{flag} {bad}: {err}"
+            );
+        }
+        let ok =
+            run_args(&["--concurrency", "1", "--qps", "100000", "--burst", "1"]).expect("in range");
+        assert_eq!((ok.concurrency, ok.qps, ok.burst), (1, 100_000, 1));
+        let defaults = run_args(&[]).expect("defaults");
+        assert_eq!(
+            (defaults.concurrency, defaults.qps, defaults.burst),
+            (4, 50, 100)
+        );
+    }
+}
