@@ -79,7 +79,13 @@ fuzz: controlplane
 ## orders: 200 random install orders (seeds 1-200, two control planes at a time), with the operator
 ## and as plain ExternalSecrets without it; writes bench/results/orders.json (~30-40 min).
 ## Replay one: make orders ORDERS_ARGS="--from 17 --count 1 --parallel 1"
+## With faults: make orders ORDERS_FAULTS=1 plays seeds 1-50 with 5% of the operator's requests
+## faulted (seeded by each order's seed) and writes bench/results/orders-faults.json.
 ORDERS_ARGS ?=
+ORDERS_FAULTS ?=
+ifneq ($(ORDERS_FAULTS),)
+ORDERS_ARGS += --count 50 --fault-rate 0.05 --out bench/results/orders-faults.json
+endif
 orders: controlplane eso venv
 	cargo build --release --locked -p secretbundle-operator
 	SB_OPERATOR_BIN=target/release/secretbundle-operator \

@@ -47,6 +47,11 @@ pub fn shipped_rules() -> Result<Vec<PolicyRule>> {
 
 /// A client acting as the operator's ServiceAccount, bound to the shipped rules.
 pub async fn operator_client(cp: &ControlPlane, admin: &Client) -> Result<Client> {
+    Ok(Client::try_from(operator_config(cp, admin).await?)?)
+}
+
+/// The config of [`operator_client`], to build clients with more layers.
+pub async fn operator_config(cp: &ControlPlane, admin: &Client) -> Result<Config> {
     let pp = PatchParams::apply("secretbundle-tests");
     let apply = |v: serde_json::Value| Patch::Apply(v);
     Api::<Namespace>::all(admin.clone())
@@ -80,8 +85,7 @@ pub async fn operator_client(cp: &ControlPlane, admin: &Client) -> Result<Client
     let token = service_account_token(admin, NAMESPACE, SERVICE_ACCOUNT).await?;
     let path = cp.token_kubeconfig_path("operator", &token)?;
     let kubeconfig = Kubeconfig::read_from(&path)?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
+    Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
 }
 
 /// Everything the operator did that it must never do, from the apiserver's audit log: any

@@ -64,6 +64,8 @@ pub struct Outcome {
     pub store_ready: Option<Duration>,
     /// Wall time of the phases: pieces arriving, waiting (both variants), the reset.
     pub phases: [Duration; 3],
+    /// Faults the operator injected into its own requests (its log's "injected fault" lines).
+    pub faults: usize,
 }
 
 /// One control plane, its controller manager and OpenBao, for many orders.
@@ -72,6 +74,8 @@ pub struct Bench {
     client: Client,
     bao: OpenBao,
     kubeconfig: PathBuf,
+    /// The operator's `--fault-rate` (0: none); each order's seed is its fault seed.
+    pub fault_rate: f64,
 }
 
 impl Bench {
@@ -90,6 +94,7 @@ impl Bench {
             client,
             bao,
             kubeconfig,
+            fault_rate: 0.0,
         })
     }
 
@@ -145,6 +150,9 @@ impl Bench {
             Err(e) => (None, Some(format!("{e:#}"))),
         };
         let reset_error = reset.err().map(|e| format!("reset failed: {e:#}"));
+        let faults = std::fs::read_to_string(self.log(order.seed, "operator"))
+            .map(|l| l.matches("injected fault").count())
+            .unwrap_or(0);
         Outcome {
             seed: order.seed,
             error,
@@ -156,6 +164,7 @@ impl Bench {
             eso_before_crds,
             store_ready,
             phases,
+            faults,
         }
     }
 
@@ -224,7 +233,10 @@ impl Run<'_> {
     async fn await_ready(&self, last: Instant) -> Result<Duration> {
         let (converged, store) = tokio::join!(self.await_bundles(last), self.await_store(last));
         *lock(&self.store_ready) = store;
-        converged
+        let converged = converged?;
+        // Ready is not enough: every status must equal what the cluster implies.
+        crate::truth::assert_statuses_true(&self.client()).await?;
+        Ok(converged)
     }
 
     /// When the ClusterSecretStore turned Ready, if it did in time.
@@ -320,7 +332,11 @@ impl Run<'_> {
             Piece::OurCrd => crate::apply_crds(&self.client(), vec![SecretBundle::crd()]).await?,
             Piece::Operator => {
                 let log = self.bench.log(self.order.seed, "operator");
-                let op = Operator::start(&self.bench.kubeconfig, &log, &[])?;
+                let (rate, seed) = (
+                    format!("--fault-rate={}", self.bench.fault_rate),
+                    format!("--fault-seed={}", self.order.seed),
+                );
+                let op = Operator::start(&self.bench.kubeconfig, &log, &[&rate, &seed])?;
                 lock(&self.procs).push(op.proc);
             }
             Piece::EsoCrds => crate::apply_crds(&self.client(), eso_crds()?).await?,

@@ -4,6 +4,7 @@
 
 pub mod controlplane;
 pub mod eso;
+pub mod faults;
 pub mod fleet;
 pub mod identity;
 pub mod install;
@@ -15,6 +16,7 @@ pub mod proxy;
 pub mod slots;
 pub mod stack;
 pub mod strategies;
+pub mod truth;
 pub mod wait;
 
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ use kube::{Client, CustomResourceExt, ResourceExt};
 use prometheus_client::registry::Registry;
 use secretbundle_api::SecretBundle;
 use secretbundle_controller::Metrics;
+use secretbundle_faults::{Faults, Plan};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -44,6 +47,9 @@ pub struct Env {
     pub operator_client: Client,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
+    /// Injected into the in-process operator's client, when set (see [`Env::start_faulty`]).
+    pub faults: Option<Faults>,
+    operator_config: kube::Config,
     operator: Option<JoinHandle<()>>,
     // Dropped last: the operator stops before its API server does.
     pub cp: ControlPlane,
@@ -55,8 +61,14 @@ impl Env {
         Self::start_with(controlplane::Options::default()).await
     }
 
-    /// [`Env::start`] on a control plane started with `options`.
+    /// [`Env::start`] on a control plane started with `options`; with the faults of
+    /// `SB_FAULT_RATE`/`SB_FAULT_SEED` when set, so any suite can be replayed under faults.
     pub async fn start_with(options: controlplane::Options) -> Result<Self> {
+        Self::start_faulty(options, faults::from_env()).await
+    }
+
+    /// [`Env::start_with`], the operator's client injecting `plan`'s faults (`None`: none).
+    pub async fn start_faulty(options: controlplane::Options, plan: Option<Plan>) -> Result<Self> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("warn,kube_client=off,secretbundle_controller=info")
             .with_test_writer()
@@ -71,14 +83,20 @@ impl Env {
         apply_crds(&client, vec![SecretBundle::crd()]).await?;
         // After our CRD, so the garbage collector knows bundles from its first discovery.
         cp.start_controller_manager()?;
-        let operator_client = identity::operator_client(&cp, &client).await?;
+        let operator_config = identity::operator_config(&cp, &client).await?;
+        let operator_client = Client::try_from(operator_config.clone())?;
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
+        if let Some(p) = &plan {
+            eprintln!("injecting faults: rate {}, seed {}", p.rate, p.seed);
+        }
         let mut env = Env {
             client,
             operator_client,
             metrics,
             registry: Arc::new(registry),
+            faults: plan.map(Faults::new),
+            operator_config,
             operator: None,
             cp,
         };
@@ -89,7 +107,16 @@ impl Env {
     /// [`Env::start`], plus ESO v2.9.0's CRDs (v1 only) and a Ready [`eso::TEST_STORE`]: the
     /// common ground of tests that write ExternalSecret status the way ESO does.
     pub async fn start_with_eso_v1() -> Result<Self> {
-        let env = Self::start().await?;
+        Self::eso_v1_ground(Self::start().await?).await
+    }
+
+    /// [`Env::start_with_eso_v1`] with the operator's client injecting `plan`'s faults.
+    pub async fn start_with_eso_v1_faults(plan: Plan) -> Result<Self> {
+        let env = Self::start_faulty(controlplane::Options::default(), Some(plan)).await?;
+        Self::eso_v1_ground(env).await
+    }
+
+    async fn eso_v1_ground(env: Self) -> Result<Self> {
         env.install_eso_crds("v2.9.0").await?;
         eso::ready_cluster_store(
             &env.client,
@@ -101,7 +128,15 @@ impl Env {
     }
 
     pub fn start_operator(&mut self) {
-        let (client, metrics) = (self.operator_client.clone(), self.metrics.clone());
+        let client = match &self.faults {
+            Some(f) => faults::client(&self.operator_config, f, None),
+            None => Ok(self.operator_client.clone()),
+        };
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => panic!("building the operator's client: {e:#}"),
+        };
+        let metrics = self.metrics.clone();
         let run = secretbundle_controller::run(client, metrics, 4, std::future::pending());
         self.operator = Some(tokio::spawn(run));
     }
@@ -113,9 +148,12 @@ impl Env {
         let layer = secretbundle_controller::limit::LimitLayer(
             secretbundle_controller::limit::Limiter::new(qps, burst),
         );
-        let client = kube::client::ClientBuilder::try_from(self.cp.config().await?)?
-            .with_layer(&layer)
-            .build();
+        let client = match &self.faults {
+            Some(f) => faults::client(&self.cp.config().await?, f, Some(&layer))?,
+            None => kube::client::ClientBuilder::try_from(self.cp.config().await?)?
+                .with_layer(&layer)
+                .build(),
+        };
         let run =
             secretbundle_controller::run(client, self.metrics.clone(), 4, std::future::pending());
         self.operator = Some(tokio::spawn(run));
@@ -126,6 +164,15 @@ impl Env {
         if let Some(task) = self.operator.take() {
             task.abort();
         }
+    }
+
+    /// Every bundle's status must end equal to the one the cluster implies
+    /// ([`truth::assert_statuses_true`]); the faults injected so far are printed.
+    pub async fn assert_statuses_true(&self) -> Result<()> {
+        if let Some(f) = &self.faults {
+            eprintln!("faults injected: {}", f.stats());
+        }
+        truth::assert_statuses_true(&self.client).await.map(drop)
     }
 
     pub fn bundles(&self) -> Api<SecretBundle> {

@@ -1,17 +1,23 @@
 //! Children over their life: prune, drift, conflicts, adoption, deletion policies, no churn.
 //! ESO's controller is not running here: tests write ExternalSecret status as ESO would.
+//!
+//! Every test runs with 5% of the operator's requests faulted (500, 409, 429, dropped, lost
+//! responses, delays, cut watches; seeded by the test's name, or `SB_FAULT_SEED` to replay), and
+//! ends with every bundle's status equal to the one recomputed from the cluster.
 
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use secretbundle_api::SecretBundle;
 use secretbundle_controller::eso::EsoVersion;
-use secretbundle_tests::{Env, eso, simple_bundle, wait};
+use secretbundle_faults::Plan;
+use secretbundle_tests::{Env, eso, faults, simple_bundle, wait};
 use serde_json::json;
 
 const NS: &str = "observability";
 
-async fn ready_env() -> anyhow::Result<(Env, Api<DynamicObject>)> {
-    let env = Env::start_with_eso_v1().await?;
+async fn ready_env(test: &str) -> anyhow::Result<(Env, Api<DynamicObject>)> {
+    let plan = Plan::new(faults::RATE, faults::seed_for(test));
+    let env = Env::start_with_eso_v1_faults(plan).await?;
     env.create_namespace(NS).await?;
     let es = eso::external_secrets(&env.client, NS, EsoVersion::V1);
     Ok((env, es))
@@ -19,7 +25,7 @@ async fn ready_env() -> anyhow::Result<(Env, Api<DynamicObject>)> {
 
 #[tokio::test]
 async fn removed_secrets_are_pruned_and_drift_is_restored() -> anyhow::Result<()> {
-    let (env, es) = ready_env().await?;
+    let (env, es) = ready_env("removed_secrets_are_pruned_and_drift_is_restored").await?;
     env.apply_bundle(&simple_bundle("obs", NS, &["grafana", "loki", "tempo"]))
         .await?;
     wait::until_count(&es, &ListParams::default(), 3).await?;
@@ -47,13 +53,15 @@ async fn removed_secrets_are_pruned_and_drift_is_restored() -> anyhow::Result<()
         |o: Option<&DynamicObject>| o.is_some_and(|o| o.data["spec"]["refreshInterval"] == "1h"),
     )
     .await?;
+    env.assert_statuses_true().await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn unmanaged_externalsecret_is_never_touched_unless_adoption_is_allowed() -> anyhow::Result<()>
 {
-    let (env, es) = ready_env().await?;
+    let (env, es) =
+        ready_env("unmanaged_externalsecret_is_never_touched_unless_adoption_is_allowed").await?;
     // A Helm-made ExternalSecret with the same name as one of the bundle's.
     let helm_made = json!({
         "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
@@ -115,12 +123,13 @@ async fn unmanaged_externalsecret_is_never_touched_unless_adoption_is_allowed() 
         eso::TEST_STORE
     );
     wait::bundle_reason(&env.bundles(), "obs", "SecretsNotReady").await?;
+    env.assert_statuses_true().await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn deletion_deletes_children_or_orphans_them() -> anyhow::Result<()> {
-    let (env, es) = ready_env().await?;
+    let (env, es) = ready_env("deletion_deletes_children_or_orphans_them").await?;
     env.apply_bundle(&simple_bundle("deleted", NS, &["a"]))
         .await?;
     let mut orphan = simple_bundle("orphaned", NS, &["b"]);
@@ -150,12 +159,13 @@ async fn deletion_deletes_children_or_orphans_them() -> anyhow::Result<()> {
         left[0].data["spec"]["target"]["name"], "b",
         "its spec is kept"
     );
+    env.assert_statuses_true().await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn nothing_is_written_when_nothing_changed() -> anyhow::Result<()> {
-    let (env, es) = ready_env().await?;
+    let (env, es) = ready_env("nothing_is_written_when_nothing_changed").await?;
     env.apply_bundle(&simple_bundle("quiet", NS, &["grafana"]))
         .await?;
     wait::until_count(&es, &ListParams::default(), 1).await?;
@@ -198,12 +208,13 @@ async fn nothing_is_written_when_nothing_changed() -> anyhow::Result<()> {
         child.resource_version(),
         "child not rewritten"
     );
+    env.assert_statuses_true().await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn bundles_claiming_one_name_never_take_it_from_each_other() -> anyhow::Result<()> {
-    let (env, es) = ready_env().await?;
+    let (env, es) = ready_env("bundles_claiming_one_name_never_take_it_from_each_other").await?;
     // Created together, so they reconcile at the same moment and race for the name.
     let names: Vec<String> = (0..8).map(|i| format!("claim-{i}")).collect();
     let applies = names
@@ -233,5 +244,6 @@ async fn bundles_claiming_one_name_never_take_it_from_each_other() -> anyhow::Re
         "{:?}",
         child.owner_references()
     );
+    env.assert_statuses_true().await?;
     Ok(())
 }

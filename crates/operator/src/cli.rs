@@ -79,6 +79,8 @@ pub struct RunArgs {
     /// default shard), so several deployments split the bundles, each with its own Lease.
     #[arg(long, env = "WATCH_LABEL_SELECTOR", value_parser = parse_selector)]
     pub watch_label_selector: Option<kube::core::Selector>,
+    #[command(flatten)]
+    pub faults: crate::faults::FaultArgs,
 }
 
 fn parse_selector(s: &str) -> Result<kube::core::Selector, String> {

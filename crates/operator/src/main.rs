@@ -4,6 +4,7 @@
 mod cli;
 mod diff;
 mod explain;
+mod faults;
 mod http;
 mod import;
 mod leader;

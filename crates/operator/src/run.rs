@@ -68,6 +68,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     let client = client(
         config,
+        &args.faults.layer(),
         &reach,
         leader.as_ref().map(Leader::fence),
         args.qps,
@@ -111,16 +112,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// A client limited to `qps` on average with bursts of up to `burst` requests (writes of
 /// children first), and, under leader election, fenced: it sends no write unless leadership was
-/// renewed recently. Innermost, a layer that notes whether the apiserver answered each request.
+/// renewed recently. Innermost, a layer that notes whether the apiserver answered each request,
+/// and below it the test-only fault injection (a pass-through unless `--fault-rate` is set).
 fn client(
     config: Config,
+    faults: &secretbundle_faults::Faults,
     reach: &Reach,
     fence: Option<Fence>,
     qps: u32,
     burst: u32,
 ) -> anyhow::Result<Client> {
     let limit = LimitLayer(Limiter::new(qps, burst));
-    let builder = ClientBuilder::try_from(config)?.with_layer(&ReachLayer(reach.clone()));
+    let builder = ClientBuilder::try_from(config)?
+        .with_layer(faults)
+        .with_layer(&ReachLayer(reach.clone()));
     // The fence sits below the rate limit, so a write is checked when it leaves the queue.
     Ok(match fence {
         Some(fence) => builder

@@ -4,7 +4,8 @@
 //! piece arriving to every bundle Ready (p50/p95/max), and the baseline's rate.
 //!
 //! Flags: `--from N` (first seed, 1), `--count N` (200), `--parallel N` (control planes playing
-//! at once, 2), `--out PATH`. A failed order's logs are copied to target/orders-failures/<seed>/.
+//! at once, 2), `--out PATH`, `--fault-rate R` (the operator injects faults into a fraction R
+//! of its requests, seeded by the order's seed; 0). A failed order's logs are copied to target/orders-failures/<seed>/.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ struct Args {
     count: u64,
     parallel: usize,
     out: std::path::PathBuf,
+    fault_rate: f64,
 }
 
 fn args() -> Result<Args> {
@@ -29,6 +31,7 @@ fn args() -> Result<Args> {
         count: 200,
         parallel: 2,
         out: repo_root().join("bench/results/orders.json"),
+        fault_rate: 0.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,6 +41,13 @@ fn args() -> Result<Args> {
             "--count" => a.count = value.parse()?,
             "--parallel" => a.parallel = value.parse()?,
             "--out" => a.out = value.into(),
+            "--fault-rate" => {
+                a.fault_rate = value.parse()?;
+                anyhow::ensure!(
+                    (0.0..=1.0).contains(&a.fault_rate),
+                    "--fault-rate must be 0 to 1"
+                );
+            }
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -53,6 +63,7 @@ async fn main() -> Result<()> {
     let outcomes = Mutex::new(Vec::<Outcome>::new());
     let workers = (0..args.parallel.max(1)).map(|_| async {
         let mut bench = Bench::start().await?;
+        bench.fault_rate = args.fault_rate;
         loop {
             let seed = next.fetch_add(1, Ordering::Relaxed);
             if seed >= end {
@@ -69,6 +80,7 @@ async fn main() -> Result<()> {
             if let Some(e) = &out.reset_error {
                 println!("  seed {seed}: {e}; the next order gets a new control plane");
                 bench = Bench::start().await?;
+                bench.fault_rate = args.fault_rate;
             }
             let mut all = outcomes.lock().unwrap_or_else(|e| e.into_inner());
             all.push(out);
@@ -100,7 +112,10 @@ fn line(o: &Outcome) -> String {
     } else {
         format!("failed ({})", o.baseline_failures.len())
     };
-    format!("seed {}: operator {operator}; baseline {baseline}", o.seed)
+    format!(
+        "seed {}: operator {operator} ({} faults injected); baseline {baseline}",
+        o.seed, o.faults
+    )
 }
 
 /// A failed order's operator and ESO logs, before the control plane's directory goes.
@@ -151,6 +166,8 @@ fn summary(args: &Args, all: &[Outcome], wall: Duration) -> Value {
     };
     json!({
         "seeds": {"from": args.from, "to": args.from + args.count - 1, "played": all.len()},
+        "fault_rate": args.fault_rate,
+        "faults_injected": all.iter().map(|o| o.faults).sum::<usize>(),
         "setup": format!(
             "{} control plane(s) (etcd, kube-apiserver, kube-controller-manager), each with OpenBao, \
              playing orders one after another and reset in between: processes stopped, CRDs \
@@ -188,6 +205,7 @@ fn summary(args: &Args, all: &[Outcome], wall: Duration) -> Value {
             "baseline_ok": o.baseline_ok,
             "eso_before_crds": o.eso_before_crds,
             "store_ready_ms": o.store_ready.map(millis),
+            "faults": o.faults,
         })).collect::<Vec<_>>(),
         "wall_seconds": wall.as_secs(),
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
