@@ -2,7 +2,8 @@
 # Static secretbundle-operator on distroless, non-root. CI builds the same static target
 # (`make static`) without Docker, so the binary this image ships is exercised there too.
 
-FROM rust:1.95-bookworm AS build
+# The same release rust-toolchain.toml pins (a test checks that they agree).
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates crates

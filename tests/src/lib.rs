@@ -17,6 +17,7 @@ pub mod slots;
 pub mod stack;
 pub mod strategies;
 pub mod truth;
+pub mod upgrade;
 pub mod wait;
 
 use std::path::PathBuf;

@@ -57,6 +57,17 @@ impl Proc {
         self.0.as_ref().map(Child::id)
     }
 
+    /// Stops the process as the kubelet stops a pod (SIGTERM) and waits until it has exited,
+    /// so it had its chance to shut down cleanly (e.g. release its Lease).
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.0.take().context("not running")?;
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(term.success(), "kill -TERM failed");
+        Ok(tokio::task::block_in_place(|| child.wait())?)
+    }
+
     /// Kills the process now (e.g. to simulate a crash).
     pub fn kill(&mut self) {
         drop(Proc(self.0.take()));

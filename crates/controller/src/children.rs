@@ -1,7 +1,7 @@
 //! Writes to the target namespace: apply, prune, and cleanup on deletion. Only children this
 //! bundle owns are ever changed, unless its adoption policy allows taking one over.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::cache::{Caches, Child, ChildKey, Claim, Current, EsObject};
 use crate::error::{Error, KubeContext};
 use crate::eso::{EsoKind, EsoVersion};
+use crate::hash;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::render::render;
@@ -53,19 +54,41 @@ pub fn is_subset(want: &Value, have: &Value) -> bool {
     }
 }
 
-/// Stamps the applied-hash annotation; hashing excludes the annotation itself.
+/// Stamps the applied-hash annotation ([`hash::current`]); hashing excludes the annotation.
 pub(crate) fn with_hash(mut obj: DynamicObject) -> Result<DynamicObject, Error> {
-    let bytes = serde_json::to_vec(&obj).map_err(|source| Error::Serialize {
-        what: "child",
-        source,
-    })?;
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    obj.annotations_mut().insert(
-        APPLIED_HASH_ANNOTATION.into(),
-        format!("{:016x}", h.finish()),
-    );
+    let value = hash::current(&obj)?;
+    obj.annotations_mut()
+        .insert(APPLIED_HASH_ANNOTATION.into(), value);
     Ok(obj)
+}
+
+/// `want` as it was before [`with_hash`] stamped it: what either hash is computed over.
+fn unstamped(want: &DynamicObject) -> DynamicObject {
+    let mut o = want.clone();
+    if let Some(a) = o.metadata.annotations.as_mut() {
+        a.remove(APPLIED_HASH_ANNOTATION);
+        // Render leaves annotations out rather than empty: restore exactly what was hashed.
+        if a.is_empty() {
+            o.metadata.annotations = None;
+        }
+    }
+    o
+}
+
+/// `want` as v0.1.0 stamped it, for tests of what an upgrade finds.
+#[cfg(test)]
+pub(crate) fn as_v0_1_0(want: &DynamicObject) -> DynamicObject {
+    let mut o = unstamped(want);
+    let old = hash::legacy(&o).expect("legacy hash");
+    o.annotations_mut()
+        .insert(APPLIED_HASH_ANNOTATION.into(), old);
+    o
+}
+
+/// Whether `have`, a child's applied-hash annotation, is what an older release (v0.1.0's
+/// `DefaultHasher` format) wrote for exactly `want`: the same child, stamped differently.
+pub(crate) fn is_legacy_hash_of(have: &str, want: &DynamicObject) -> Result<bool, Error> {
+    Ok(hash::is_legacy(have) && hash::legacy(&unstamped(want))? == have)
 }
 
 /// Exactly what the operator applies for `bundle`: its rendered children, hash annotation
@@ -542,6 +565,26 @@ mod tests {
         assert!(!foreign(&others).carries(&want), "another bundle's child");
         stripped.annotations_mut().clear();
         assert!(!foreign(&stripped).carries(&want), "released: hash removed");
+
+        // Stamped by v0.1.0 and its labels removed since: still recognised, still only ours.
+        let mut old = as_v0_1_0(&want);
+        assert_ne!(old.annotations(), want.annotations());
+        old.labels_mut().clear();
+        assert!(foreign(&old).carries(&want), "v0.1.0's hash of our child");
+        let mut others_old = as_v0_1_0(&labelled("b"));
+        others_old.labels_mut().clear();
+        assert!(
+            !foreign(&others_old).carries(&want),
+            "v0.1.0's hash of another's"
+        );
+        let forged = crate::cache::Foreign {
+            applied_hash: Some("0123456789abcdef".into()),
+            ..foreign(&old)
+        };
+        assert!(
+            !forged.carries(&want),
+            "a legacy-format hash of something else"
+        );
     }
 
     #[test]

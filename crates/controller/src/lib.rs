@@ -11,6 +11,7 @@ pub mod error;
 pub mod eso;
 mod eso_watch;
 pub mod gates;
+pub mod hash;
 pub mod limit;
 mod listwatch;
 pub mod metrics;

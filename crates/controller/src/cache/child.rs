@@ -18,7 +18,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::mirror::Cached;
-use crate::children::{APPLIED_HASH_ANNOTATION, is_subset};
+use crate::children::{APPLIED_HASH_ANNOTATION, is_legacy_hash_of, is_subset};
 use crate::error::Error;
 
 /// Kept client-side by `kubectl apply`: the whole object again, never needed here.
@@ -255,12 +255,17 @@ impl Child {
         let Some(hash) = want.annotations().get(APPLIED_HASH_ANNOTATION) else {
             return Ok(false);
         };
-        if get(&self.annotations, APPLIED_HASH_ANNOTATION) != Some(hash.as_str()) {
-            return Ok(false);
-        }
+        // Set only once this very version passed the checks below against a `want` hashing so.
         if self.verified.get().is_some_and(|v| **v == **hash) {
             return Ok(true);
         }
+        // An older release's hash of the same `want` (see crate::hash) is as good as ours: an
+        // upgrade must not rewrite converged children just to restamp them.
+        let stamped = match get(&self.annotations, APPLIED_HASH_ANNOTATION) {
+            Some(have) if have == hash.as_str() => None,
+            Some(have) if is_legacy_hash_of(have, want)? => Some(have),
+            _ => return Ok(false),
+        };
         let serialize = |source| Error::Serialize {
             what: "child",
             source,
@@ -273,6 +278,11 @@ impl Child {
         if let Some(meta) = want_json.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("name");
             meta.remove("namespace");
+            if let Some(old) = stamped
+                && let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut)
+            {
+                a.insert(APPLIED_HASH_ANNOTATION.into(), Value::from(old));
+            }
         }
         let mut kept = self.spec.lock().unwrap_or_else(PoisonError::into_inner);
         let spec = match kept.as_ref() {
@@ -344,10 +354,16 @@ impl Foreign {
     /// could otherwise not be told from a stranger's: it still carries the hash of exactly what
     /// this bundle applies. The hash covers the bundle's own label, so another bundle's child
     /// never matches, and releasing a child removes the hash. Never a reason to prune: only
-    /// names in the bundle's spec are checked this way.
+    /// names in the bundle's spec are checked this way. An older release's hash counts too.
     pub fn carries(&self, want: &DynamicObject) -> bool {
-        self.applied_hash.is_some()
-            && self.applied_hash.as_ref() == want.annotations().get(APPLIED_HASH_ANNOTATION)
+        let Some(have) = self.applied_hash.as_deref() else {
+            return false;
+        };
+        want.annotations()
+            .get(APPLIED_HASH_ANNOTATION)
+            .map(String::as_str)
+            == Some(have)
+            || is_legacy_hash_of(have, want).unwrap_or(false)
     }
 
     pub fn owned_by(&self, bundle: &SecretBundle) -> bool {

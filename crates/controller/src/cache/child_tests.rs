@@ -4,7 +4,7 @@ use kube::api::DynamicObject;
 use serde_json::json;
 
 use super::*;
-use crate::children::with_hash;
+use crate::children::{as_v0_1_0, with_hash};
 use crate::eso::{EsoKind, EsoVersion};
 
 fn want(interval: &str) -> DynamicObject {
@@ -59,4 +59,49 @@ fn what_the_apiserver_answered_to_an_apply_matches_without_a_spec() {
     assert!(!holds_spec(&c));
     assert!(c.matches(&w).expect("matches"));
     assert!(!c.matches(&want("2h")).expect("matches"), "other hash");
+}
+
+#[test]
+fn a_child_v0_1_0_applied_as_wanted_matches_without_a_rewrite() {
+    let w = want("1h");
+    let old = as_v0_1_0(&w);
+    let first = live(
+        &old,
+        1,
+        "10",
+        json!({"refreshInterval": "1h", "target": {}}),
+    );
+    assert!(
+        first.matches(&w).expect("matches"),
+        "same content, older stamp"
+    );
+    assert!(!holds_spec(&first), "verified like any other");
+    assert!(first.matches(&w).expect("matches"));
+
+    // ESO wrote its status: still known to match, without its spec.
+    let mut status_only = live(&old, 1, "11", json!({"refreshInterval": "1h"}));
+    status_only.carry_from(&first);
+    assert!(!holds_spec(&status_only));
+    assert!(status_only.matches(&w).expect("matches"));
+
+    // Drift under an old stamp is still drift; a changed bundle is still a change.
+    let edited = live(&old, 2, "12", json!({"refreshInterval": "5m"}));
+    assert!(!edited.matches(&w).expect("matches"), "drift found");
+    let fresh = live(&old, 1, "10", json!({"refreshInterval": "1h"}));
+    assert!(
+        !fresh.matches(&want("2h")).expect("matches"),
+        "the bundle changed"
+    );
+}
+
+#[test]
+fn a_legacy_format_hash_of_other_content_does_not_match() {
+    let w = want("1h");
+    let mut forged = as_v0_1_0(&w);
+    forged.annotations_mut().insert(
+        crate::children::APPLIED_HASH_ANNOTATION.into(),
+        "0123456789abcdef".into(),
+    );
+    let c = live(&forged, 1, "10", json!({"refreshInterval": "1h"}));
+    assert!(!c.matches(&w).expect("matches"));
 }
