@@ -1,14 +1,16 @@
 # Sourced by the build scripts: build Go commands from a pinned tool module into a cache
 # outside the checkout, keyed by the module's go.mod/go.sum/sources, and reuse them.
 
-# cache_dir NAME MODULE_DIR -> prints the keyed cache directory for that module.
+# cache_dir NAME MODULE_DIR [SALT] -> prints the keyed cache directory for that module (SALT:
+# anything else that changes the binaries, such as the linker flags).
 cache_dir() {
   local key
-  key=$(cat "$2"/go.mod "$2"/go.sum "$2"/*.go | sha256sum | cut -c1-16)
+  key=$( (cat "$2"/go.mod "$2"/go.sum "$2"/*.go; [[ -z "${3:-}" ]] || echo "$3") | sha256sum | cut -c1-16)
   echo "${XDG_CACHE_HOME:-$HOME/.cache}/secretbundle/$1/$key"
 }
 
-# go_build MODULE_DIR PACKAGE OUT_FILE -> builds a static, trimmed binary unless OUT_FILE exists.
+# go_build MODULE_DIR PACKAGE OUT_FILE [LDFLAGS] -> builds a static, trimmed binary unless OUT_FILE
+# exists (LDFLAGS are added to the linker flags, e.g. -X to stamp a version).
 go_build() {
   [[ -x "$3" ]] && return 0
   mkdir -p "$(dirname "$3")"
@@ -24,7 +26,7 @@ go_build() {
   # -v lists packages as they compile: print a progress line every 200 of them.
   # (Callers run with pipefail, so a failed build fails the pipeline.)
   if ! (cd "$1" && CGO_ENABLED=0 GOFLAGS="-trimpath -buildvcs=false -mod=readonly" \
-    go build -v -ldflags "-s -w" -o "$3.tmp" "$2") 2>&1 | tee "$log" |
+    go build -v -ldflags "-s -w ${4:-}" -o "$3.tmp" "$2") 2>&1 | tee "$log" |
     awk '{ n++ } n % 200 == 0 { printf "  ... %d packages compiled\n", n; fflush() }' >&2; then
     tail -n 30 "$log" >&2
     rm -f "$log"

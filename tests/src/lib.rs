@@ -4,6 +4,7 @@
 
 pub mod controlplane;
 pub mod eso;
+pub mod expect;
 pub mod faults;
 pub mod fleet;
 pub mod identity;
