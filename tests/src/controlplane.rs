@@ -266,13 +266,25 @@ impl ControlPlane {
     /// The garbage collector discovers resource types every 30 s: restart it after installing
     /// CRDs whose objects a test expects it to collect, so it knows them at once.
     pub fn start_controller_manager(&self) -> Result<()> {
+        self.start_controller_manager_with(&[])
+    }
+
+    /// [`ControlPlane::start_controller_manager`] with more controllers, e.g.
+    /// `deployment-controller` and `replicaset-controller` to turn a Deployment into Pods.
+    pub fn start_controller_manager_with(&self, extra: &[&str]) -> Result<()> {
         self.stop_controller_manager();
+        let controllers = ["garbage-collector-controller", "namespace-controller"]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
         let assets = assets()?;
         let kubeconfig = self.kubeconfig_path()?;
         let kcm = spawn(
             Command::new(assets.join("kube-controller-manager")).args([
                 &format!("--kubeconfig={}", kubeconfig.display()),
-                "--controllers=garbage-collector-controller,namespace-controller",
+                &format!("--controllers={controllers}"),
                 "--leader-elect=false",
                 // No serving endpoint: nothing scrapes it, and it needs no certificates then.
                 "--secure-port=0",

@@ -101,13 +101,18 @@ pub async fn service_account_token(admin: &Client, ns: &str, name: &str) -> Resu
 }
 
 pub fn audit_violations(audit_log: &Path) -> Result<Vec<String>> {
+    audit_violations_of(audit_log, USER)
+}
+
+/// [`audit_violations`] of the user `user` (e.g. the chart's ServiceAccount).
+pub fn audit_violations_of(audit_log: &Path, user: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(audit_log)
         .with_context(|| format!("reading {}", audit_log.display()))?;
     let mut found = std::collections::BTreeSet::new();
     for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
         let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
-        if s("/user/username") != USER {
+        if s("/user/username") != user {
             continue;
         }
         let (verb, resource) = (s("/verb"), s("/objectRef/resource"));
