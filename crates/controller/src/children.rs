@@ -1,7 +1,6 @@
 //! Writes to the target namespace: apply, prune, and cleanup on deletion. Only children this
 //! bundle owns are ever changed, unless its adoption policy allows taking one over.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
