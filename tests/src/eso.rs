@@ -44,6 +44,17 @@ pub fn external_secrets(client: &Client, ns: &str, version: EsoVersion) -> Api<D
     )
 }
 
+/// The managers of an object's main resource (not its status), from its managedFields.
+pub fn main_managers(o: &DynamicObject) -> Vec<String> {
+    o.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.subresource.as_deref().unwrap_or_default().is_empty())
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
 /// Creates ClusterSecretStore `name` (fake provider) and, as ESO would, marks it Ready.
 pub async fn ready_cluster_store(client: &Client, version: EsoVersion, name: &str) -> Result<()> {
     let api: Api<DynamicObject> = Api::all_with(

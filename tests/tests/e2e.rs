@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
-use secretbundle_api::SecretBundle;
+use kube::api::{Api, DynamicObject, ListParams};
+use secretbundle_api::{MANAGER, SecretBundle};
 use secretbundle_tests::stack::{self, Stack, VAULT_STORE};
 use secretbundle_tests::{bundle, wait};
 
@@ -291,6 +291,16 @@ async fn adoption_takes_over_a_helm_made_externalsecret_without_the_secret_disap
             .map(String::as_str),
         Some("neo4j")
     );
+    let handed = wait::until(
+        &es,
+        "neo4j-auth",
+        "handed over",
+        |o: Option<&DynamicObject>| {
+            o.is_some_and(|o| secretbundle_tests::eso::main_managers(o) == [MANAGER])
+        },
+    )
+    .await?;
+    assert_eq!(handed.uid(), adopted.uid());
     let after = secrets.get("neo4j-auth").await?;
     assert_eq!(after.uid(), before.uid(), "the Secret was never replaced");
     assert_eq!(

@@ -7,7 +7,7 @@
 
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use secretbundle_api::SecretBundle;
+use secretbundle_api::{MANAGER, SecretBundle};
 use secretbundle_controller::eso::EsoVersion;
 use secretbundle_faults::Plan;
 use secretbundle_tests::{Env, eso, faults, simple_bundle, wait};
@@ -122,6 +122,15 @@ async fn unmanaged_externalsecret_is_never_touched_unless_adoption_is_allowed() 
         adopted.data["spec"]["secretStoreRef"]["name"],
         eso::TEST_STORE
     );
+    // And handed over: Helm no longer co-owns the fields it set to what the bundle wants.
+    let handed = wait::until(
+        &es,
+        "grafana",
+        "handed over",
+        |o: Option<&DynamicObject>| o.is_some_and(|o| eso::main_managers(o) == [MANAGER]),
+    )
+    .await?;
+    assert_eq!(handed.uid(), before.uid());
     wait::bundle_reason(&env.bundles(), "obs", "SecretsNotReady").await?;
     env.assert_statuses_true().await?;
     Ok(())

@@ -8,6 +8,8 @@
 //! A transcription that drops one field is caught by the same check.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, ensure};
@@ -16,6 +18,7 @@ use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use secretbundle_api::SecretBundle;
 use secretbundle_controller::eso::{EsoKind, EsoVersion};
+use secretbundle_tests::eso::main_managers;
 use secretbundle_tests::migration::{
     Helm, Key, MoveReport, RELEASES, Recorder, SecretWrite, Version, audit_offset, chart,
     check_move, release, run_with_stdin, secret_writes,
@@ -153,6 +156,26 @@ fn bundles_of(yaml: &str) -> Result<Vec<SecretBundle>> {
         .collect()
 }
 
+/// `secretbundle-operator diff -f -` of `yaml` against the cluster: exit code and stdout.
+fn diff_from_stdin(s: &Stack, yaml: &str) -> Result<(Option<i32>, String)> {
+    let mut child = Command::new(operator_bin())
+        .env("KUBECONFIG", s.env.cp.kubeconfig_path()?)
+        .args(["diff", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run `cargo build --bins` first")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(yaml.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.code(), text.into_owned()))
+}
+
 /// `kubectl apply --server-side -f`, as a user applies reviewed bundles.
 fn apply(s: &Stack, yaml: &str) -> Result<()> {
     let (ok, out) = s.env.kubectl_apply_server_side(yaml)?;
@@ -200,17 +223,6 @@ fn print_rewrites(report: &MoveReport) {
     for ((ns, name), n) in &report.identical_rewrites {
         eprintln!("  {ns}/{name}: {n} new version(s), data unchanged");
     }
-}
-
-/// Managers of an ExternalSecret's main resource (not its status), from managedFields.
-fn managers(es: &DynamicObject) -> Vec<String> {
-    es.metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|m| m.subresource.as_deref().unwrap_or_default().is_empty())
-        .filter_map(|m| m.manager.clone())
-        .collect()
 }
 
 #[tokio::test]
@@ -333,9 +345,11 @@ async fn seven_helm_releases_move_into_bundles_without_touching_a_secret() -> Re
         "a Secret was deleted: {writes:#?}"
     );
     let mut helm_left = Vec::new();
+    let mut manager_sets: BTreeMap<Vec<String>, usize> = BTreeMap::new();
     for (ns, name) in after_es.keys() {
         let es = es_api(&client, ns).get(name).await?;
-        let m = managers(&es);
+        let m = main_managers(&es);
+        *manager_sets.entry(m.clone()).or_default() += 1;
         if m.iter().any(|m| m == "helm") {
             helm_left.push(format!(
                 "{ns}/{name}: {m:?} {:?} {:?}",
@@ -344,6 +358,23 @@ async fn seven_helm_releases_move_into_bundles_without_touching_a_secret() -> Re
             ));
         }
     }
+    eprintln!(
+        "managers of the ExternalSecrets (not their status) after the move: {manager_sets:?}"
+    );
+    // Adoption handed each spec over: Helm's Update entry (labels, annotations, spec) is gone.
+    assert!(
+        helm_left.is_empty(),
+        "Helm's field manager left on {} ExternalSecret(s): {helm_left:#?}",
+        helm_left.len()
+    );
+    // 5. Review after the move: the bundles as committed have nothing left to change.
+    let all: Vec<&str> = imported.values().map(String::as_str).collect();
+    let after_move = diff_from_stdin(&s, &all.join("\n---\n"))?;
+    eprintln!("diff after the move: {after_move:?}");
+    ensure!(
+        after_move.0 == Some(0),
+        "diff after the move: {after_move:?}"
+    );
     eprintln!(
         "timings: 7 installs and 15 Secrets synced {install_time:?}; keep, import, apply and Ready \
          {adopt_time:?}; uninstall {uninstall_time:?}; whole test {:?}",
@@ -378,11 +409,6 @@ async fn seven_helm_releases_move_into_bundles_without_touching_a_secret() -> Re
         caught.violations,
         ["Secret monitoring/grafana-admin data changed: removed admin-password"],
         "the check catches a dropped field"
-    );
-    // Not yet asserted (see the branch report): what adoption leaves of Helm's field manager.
-    eprintln!(
-        "Helm's field manager left on {} ExternalSecret(s): {helm_left:#?}",
-        helm_left.len()
     );
     Ok(())
 }

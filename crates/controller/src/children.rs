@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use crate::cache::{Caches, Child, ChildKey, Claim, Current, EsObject};
 use crate::error::{Error, KubeContext};
 use crate::eso::{EsoKind, EsoVersion};
+use crate::handover;
 use crate::hash;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
@@ -211,6 +212,10 @@ impl One<'_> {
                 let other = c.bundle().unwrap_or_default();
                 Outcome::Conflict(managed_by_other(ns, &name, other))
             }
+            // As wanted, but adopted before the hand-over (an older release) or claimed anew.
+            Current::Labelled(c) if c.matches(&want)? && c.shares_spec() => {
+                self.hand_over(key, &want, c).await?
+            }
             Current::Labelled(c) if c.matches(&want)? => Outcome::Current(c),
             // Ours: fields another manager changed by hand are drift, ours to restore.
             Current::Labelled(_) => self.write(key, want, forced).await?,
@@ -250,13 +255,41 @@ impl One<'_> {
     ) -> Result<Outcome, Error> {
         let outcome = {
             let _permit = self.writes.acquire().await;
-            write(self.api, want, pp).await?
+            write(self.api, &want, pp).await?
         };
-        if let Outcome::Written(c) = &outcome {
-            self.metrics.applied();
-            self.caches.written(key, c.clone(), self.me);
+        let Outcome::Written(c) = outcome else {
+            return Ok(outcome);
+        };
+        self.metrics.applied();
+        self.caches.written(key.clone(), c.clone(), self.me);
+        // Adopted (or edited by hand): the old manager still co-owns the spec.
+        if c.shares_spec() {
+            return self.hand_over(key, &want, c).await;
         }
-        Ok(outcome)
+        Ok(Outcome::Written(c))
+    }
+
+    /// Leaves the spec of `c`, already as wanted, to the operator alone: see [`handover`].
+    async fn hand_over(
+        &self,
+        key: ChildKey,
+        want: &DynamicObject,
+        c: Arc<Child>,
+    ) -> Result<Outcome, Error> {
+        let written = {
+            let _permit = self.writes.acquire().await;
+            handover::drop_other_spec_managers(self.api, &key.1).await
+        };
+        match written {
+            Ok(Some(o)) => {
+                let c = Arc::new(Child::from(o).applied(want));
+                self.caches.written(key, c.clone(), self.me);
+                Ok(Outcome::Written(c))
+            }
+            Ok(None) => Ok(Outcome::Current(c)),
+            Err(kube::Error::Api(s)) if rejected(&s) => Ok(Outcome::Rejected(s.code, s.message)),
+            Err(e) => Err(e).during("hand over ExternalSecret"),
+        }
     }
 }
 
@@ -296,13 +329,11 @@ fn child_failure(name: String, reason: Reason, message: String) -> SecretStatus 
 
 async fn write(
     api: &Api<EsObject>,
-    want: DynamicObject,
+    want: &DynamicObject,
     pp: PatchParams,
 ) -> Result<Outcome, Error> {
-    match api.patch(&want.name_any(), &pp, &Patch::Apply(&want)).await {
-        Ok(child) => Ok(Outcome::Written(Arc::new(
-            Child::from(child).applied(&want),
-        ))),
+    match api.patch(&want.name_any(), &pp, &Patch::Apply(want)).await {
+        Ok(child) => Ok(Outcome::Written(Arc::new(Child::from(child).applied(want)))),
         Err(kube::Error::Api(s)) if rejected(&s) => Ok(Outcome::Rejected(s.code, s.message)),
         Err(e) => Err(e).during("apply ExternalSecret"),
     }

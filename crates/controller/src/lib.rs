@@ -11,6 +11,7 @@ pub mod error;
 pub mod eso;
 mod eso_watch;
 pub mod gates;
+mod handover;
 pub mod hash;
 pub mod limit;
 mod listwatch;

@@ -12,8 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 use kube::core::{ApiResource, DynamicResourceScope, PartialObjectMeta, Resource};
-use secretbundle_api::{BUNDLE_LABEL, SecretBundle};
+use secretbundle_api::{BUNDLE_LABEL, MANAGER, SecretBundle};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -25,13 +26,15 @@ use crate::error::Error;
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// An ExternalSecret as the apiserver sends it (watch events, apply responses), minus what is
-/// never read: managedFields, most of an object's bytes, are skipped while parsing.
+/// never read: of managedFields, most of an object's bytes, only whether another manager
+/// claims the spec is kept (see [`Child::shares_spec`]).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(from = "Wire")]
 pub struct EsObject {
     pub metadata: ObjectMeta,
     spec: Option<Box<RawValue>>,
     status: ChildStatus,
+    shares_spec: bool,
 }
 
 #[derive(Deserialize)]
@@ -55,11 +58,38 @@ struct WireMeta {
     labels: Option<BTreeMap<String, String>>,
     annotations: Option<BTreeMap<String, String>>,
     owner_references: Option<Vec<OwnerReference>>,
+    #[serde(default)]
+    managed_fields: Vec<WireManager>,
+}
+
+/// One managedFields entry, parsed only as far as who claims what.
+#[derive(Deserialize)]
+struct WireManager {
+    manager: Option<String>,
+    subresource: Option<String>,
+    #[serde(rename = "fieldsV1")]
+    fields: Option<WireFields>,
+}
+
+#[derive(Deserialize)]
+struct WireFields {
+    #[serde(rename = "f:spec")]
+    spec: Option<IgnoredAny>,
+}
+
+impl WireManager {
+    /// Another writer (Helm, kubectl) of the main resource co-owns fields of the spec.
+    fn claims_spec(&self) -> bool {
+        self.manager.as_deref() != Some(MANAGER)
+            && self.subresource.as_deref().unwrap_or_default().is_empty()
+            && self.fields.as_ref().is_some_and(|f| f.spec.is_some())
+    }
 }
 
 impl From<Wire> for EsObject {
     fn from(w: Wire) -> Self {
         let m = w.metadata;
+        let shares_spec = m.managed_fields.iter().any(WireManager::claims_spec);
         EsObject {
             metadata: ObjectMeta {
                 name: m.name,
@@ -74,6 +104,7 @@ impl From<Wire> for EsObject {
             },
             spec: w.spec,
             status: w.status,
+            shares_spec,
         }
     }
 }
@@ -170,6 +201,8 @@ pub struct Child {
     synced_resource_version: Option<Box<str>>,
     /// The applied hash this object was found to match in full, so it is checked once.
     verified: OnceLock<Box<str>>,
+    /// Another manager co-owns fields of the spec: see [`Child::shares_spec`].
+    shares_spec: bool,
 }
 
 impl From<EsObject> for Child {
@@ -191,6 +224,7 @@ impl From<EsObject> for Child {
                 .map(Box::new),
             synced_resource_version: o.status.synced_resource_version.map(String::into_boxed_str),
             verified: OnceLock::new(),
+            shares_spec: o.shares_spec,
         }
     }
 }
@@ -247,6 +281,14 @@ impl Child {
 
     pub fn synced_resource_version(&self) -> Option<&str> {
         self.synced_resource_version.as_deref()
+    }
+
+    /// Another manager of the main resource (the Helm release a child was adopted from,
+    /// `kubectl edit`) still claims fields of its spec. Such co-owned fields would outlive the
+    /// bundle's apply: a field the bundle later drops stays set, and the old owner's next
+    /// write goes through unopposed. Adoption hands the spec over to the operator alone.
+    pub fn shares_spec(&self) -> bool {
+        self.shares_spec
     }
 
     /// Whether this object already is `want` (hash annotation included): every field of `want`

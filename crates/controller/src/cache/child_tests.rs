@@ -105,3 +105,24 @@ fn a_legacy_format_hash_of_other_content_does_not_match() {
     let c = live(&forged, 1, "10", json!({"refreshInterval": "1h"}));
     assert!(!c.matches(&w).expect("matches"));
 }
+
+/// A child as the watch sends it, with these managedFields entries.
+fn managed(entries: serde_json::Value) -> Child {
+    let mut o = serde_json::to_value(want("1h")).expect("json");
+    o["metadata"]["managedFields"] = entries;
+    serde_json::from_value(o).expect("child")
+}
+
+#[test]
+fn another_managers_claim_on_the_spec_is_seen() {
+    let ours = json!({"manager": MANAGER, "operation": "Apply", "fieldsV1": {"f:spec": {}}});
+    let eso = json!({"manager": "external-secrets", "operation": "Update",
+        "subresource": "status", "fieldsV1": {"f:status": {}}});
+    let label = json!({"manager": "kubectl-label", "operation": "Update",
+        "fieldsV1": {"f:metadata": {"f:labels": {}}}});
+    let helm = json!({"manager": "helm", "operation": "Update",
+        "fieldsV1": {"f:metadata": {}, "f:spec": {"f:refreshInterval": {}}}});
+    assert!(!managed(json!([ours, eso, label])).shares_spec());
+    assert!(managed(json!([ours, helm])).shares_spec());
+    assert!(!managed(json!([])).shares_spec(), "none listed");
+}
