@@ -97,6 +97,29 @@ async fn helm_chart_lints_renders_and_applies() -> Result<()> {
     Ok(())
 }
 
+/// Values that cannot work are refused when the chart is rendered, with the reason.
+#[test]
+fn two_replicas_without_leader_election_are_refused() -> Result<()> {
+    let tools = built("hack/tools.sh")?;
+    let chart = repo_root().join("deploy/helm/secretbundle-operator");
+    let out = Command::new(tools.join("helm"))
+        .args(["template", "secretbundle-operator"])
+        .args(["--set", "replicas=2,leaderElection.enabled=false"])
+        .arg(&chart)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "rendered: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        err.contains("replicas > 1 needs leaderElection.enabled=true"),
+        "{err}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn example_overlays_render_and_apply() -> Result<()> {
     let env = Env::start().await?;

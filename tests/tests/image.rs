@@ -221,3 +221,26 @@ fn image_builder_refuses_what_cannot_work() -> Result<()> {
     );
     Ok(())
 }
+
+/// The image is built by the compiler every other build uses: the Dockerfile's builder is the
+/// release rust-toolchain.toml pins, so the applied hash and everything else computed is the
+/// same in the image as in the tests.
+#[test]
+fn the_dockerfile_builds_with_the_pinned_toolchain() -> Result<()> {
+    let pin = std::fs::read_to_string(repo_root().join("rust-toolchain.toml"))?;
+    let channel = pin
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = "))
+        .context("channel in rust-toolchain.toml")?
+        .trim_matches('"');
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile"))?;
+    let builder = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("FROM rust:"))
+        .context("a FROM rust:<release> builder stage")?;
+    assert!(
+        builder.starts_with(&format!("{channel}-")),
+        "Dockerfile builds with rust:{builder}, rust-toolchain.toml pins {channel}"
+    );
+    Ok(())
+}
