@@ -29,6 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, ResourceExt as _};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::BoxError;
@@ -127,6 +128,8 @@ pub struct Elector {
     api: Api<Lease>,
     name: String,
     identity: String,
+    /// Seconds from sending a renewal to its answer (any answer).
+    renewals: Histogram,
 }
 
 enum Renewal {
@@ -144,7 +147,14 @@ impl Elector {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             identity: identity.into(),
+            renewals: renewal_histogram(),
         }
+    }
+
+    /// Records each renewal's latency in `renewals` (see [`renewal_histogram`]).
+    pub fn timing_renewals(mut self, renewals: Histogram) -> Self {
+        self.renewals = renewals;
+        self
     }
 
     /// Waits until this replica holds the Lease; `None` if `stop` fires first.
@@ -269,6 +279,13 @@ impl Elector {
     }
 }
 
+/// Renewal latency, in buckets fine enough below the renew deadline to read a p99 from.
+pub fn renewal_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+    ])
+}
+
 fn holder(lease: &Lease) -> Option<&str> {
     lease.spec.as_ref()?.holder_identity.as_deref()
 }
@@ -309,12 +326,10 @@ impl Leader {
         self.fence.clone()
     }
 
-    /// Resolves once leadership is lost: the renew deadline passed or another replica holds the Lease.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
-        let mut lost = self.lost.clone();
-        async move {
-            let _ = lost.wait_for(|l| *l).await;
-        }
+    /// Becomes true once leadership is lost: the renew deadline passed or another replica holds
+    /// the Lease. A watch, so the controller's runtime can wait on it (see [`lost_when`]).
+    pub fn lost_signal(&self) -> watch::Receiver<bool> {
+        self.lost.clone()
     }
 
     /// Stops renewing and, if the Lease is still ours, clears its holder so that a standby
@@ -345,6 +360,11 @@ impl Leader {
     }
 }
 
+/// Resolves once `lost` says so (or its sender is gone, which only happens once it has).
+pub async fn lost_when(mut lost: watch::Receiver<bool>) {
+    let _ = lost.wait_for(|l| *l).await;
+}
+
 async fn renew(
     elector: Elector,
     mut lease: Lease,
@@ -370,7 +390,9 @@ async fn renew(
             );
             break;
         }
-        match tokio::time::timeout(remaining, elector.renew(&lease)).await {
+        let answer = tokio::time::timeout(remaining, elector.renew(&lease)).await;
+        elector.renewals.observe(sent.elapsed().as_secs_f64());
+        match answer {
             Ok(Renewal::Renewed(l)) => {
                 lease = l;
                 fence.renewed(sent);

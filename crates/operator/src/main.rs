@@ -8,6 +8,7 @@ mod faults;
 mod http;
 mod import;
 mod leader;
+mod leader_thread;
 mod reach;
 mod run;
 mod wait;

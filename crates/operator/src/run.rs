@@ -14,7 +14,8 @@ use tracing::info;
 
 use crate::cli::{LogFormat, RunArgs};
 use crate::http::{self, Http};
-use crate::leader::{Elector, Fence, FenceLayer, Leader};
+use crate::leader::{self, Fence, FenceLayer};
+use crate::leader_thread::{self, Candidate, Leader};
 use crate::reach::{Reach, ReachLayer};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -24,6 +25,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("loading kubeconfig or in-cluster config")?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
+    let renewals = leader::renewal_histogram();
+    registry.register(
+        "secretbundle_leader_renewal_seconds",
+        "Time from sending a Lease renewal to its answer",
+        renewals.clone(),
+    );
     let ready = Arc::new(AtomicBool::new(false));
     let reach = Reach::default();
     let http = Http {
@@ -46,18 +53,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .identity
             .clone()
             .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
-        // The elector's own client: it must renew while the controller's client is fenced, and
-        // without queueing behind the controller's rate limit.
-        let elector = Elector::new(
-            ClientBuilder::try_from(config.clone())?
-                .with_layer(&ReachLayer(reach.clone()))
-                .build(),
-            &args.lease_namespace,
-            &args.lease_name,
-            &identity,
-        );
+        // The elector's own thread, runtime and client: it must renew while the controller's
+        // client is fenced, without queueing behind its rate limit or its work.
+        let candidate = Candidate {
+            config: config.clone(),
+            reach: reach.clone(),
+            namespace: args.lease_namespace.clone(),
+            lease: args.lease_name.clone(),
+            identity: identity.clone(),
+            renewals,
+        };
         info!(identity, lease = args.lease_name, "waiting for leadership");
-        let Some(leader) = elector.acquire(&mut stop.clone()).await else {
+        let Some(leader) = leader_thread::acquire(candidate, stop.clone()).await? else {
             return Ok(());
         };
         info!(identity, "became leader");

@@ -14,6 +14,7 @@
 
 mod cluster;
 mod floor;
+mod lease;
 mod observer;
 mod report;
 mod runner;
@@ -81,9 +82,10 @@ async fn run(args: &[String]) -> Result<()> {
     for r in 0..preset.repeats {
         let mut m = Metrics::new();
         let mut loads = Vec::new();
-        let steps: [(&str, _); 5] = [
+        let steps: [(&str, _); 6] = [
             ("cold_qps50", Step::ColdThrottled),
             ("cold_unthrottled", Step::Cold),
+            ("lease", Step::Lease),
             ("one_ns", Step::OneNs),
             ("latency", Step::Latency),
             ("crd", Step::Crd),
@@ -158,6 +160,7 @@ fn write_results(
 enum Step {
     ColdThrottled,
     Cold,
+    Lease,
     OneNs,
     Latency,
     Crd,
@@ -168,6 +171,7 @@ impl Step {
         match self {
             Step::ColdThrottled => scenarios::cold(m, p, DEFAULT_RATE).await,
             Step::Cold => scenarios::cold(m, p, None).await,
+            Step::Lease => lease::lease(m, p).await,
             Step::OneNs => scenarios::one_namespace(m, p).await,
             Step::Latency => scenarios::latencies(m, p).await,
             Step::Crd => scenarios::crd(m, p).await,

@@ -47,6 +47,16 @@ pub struct Measured {
 
 impl Measured {
     pub fn operator(kubeconfig: &Path, name: &str, rate: Rate) -> Result<Self> {
+        Self::operator_with(kubeconfig, name, rate, &[])
+    }
+
+    /// The operator with `extra` flags after the usual ones.
+    pub fn operator_with(
+        kubeconfig: &Path,
+        name: &str,
+        rate: Rate,
+        extra: &[&str],
+    ) -> Result<Self> {
         let port = secretbundle_tests::controlplane::free_port()?;
         let log = log_dir().join(format!("{name}.log"));
         let proc = Proc::spawn(
@@ -54,7 +64,8 @@ impl Measured {
                 .env("KUBECONFIG", kubeconfig)
                 .arg("run")
                 .arg(format!("--http-addr=127.0.0.1:{port}"))
-                .args(rate_args(rate)),
+                .args(rate_args(rate))
+                .args(extra),
             &log,
         )
         .with_context(|| format!("starting {}", operator_bin().display()))?;
@@ -138,6 +149,14 @@ impl Measured {
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// The operator's /metrics page ("" if it does not answer).
+    pub fn metrics_page(&self) -> String {
+        self.port
+            .and_then(|port| http_get(port, "/metrics").ok())
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 
     /// Waits for the process to exit by itself.

@@ -70,7 +70,7 @@ pub const FULL: Preset = Preset {
 };
 
 /// Far more than any healthy run needs; a stuck run fails instead of hanging.
-const LONG: Duration = Duration::from_secs(1200);
+pub const LONG: Duration = Duration::from_secs(1200);
 const SHORT: Duration = Duration::from_secs(120);
 
 fn secs(from: Instant, to: Instant) -> f64 {
