@@ -1,31 +1,23 @@
 //! The SecretBundle controller: gates, pure rendering, apply and status.
 //!
-//! A reconcile runs in phases: [`observe`] gathers facts from the [`cache`]s the watches keep,
-//! [`gates`] decide whether anything may be written, [`render`] builds the ExternalSecrets
-//! (pure), [`children`] applies and prunes them, and [`status`] turns the outcome into kstatus
-//! conditions (pure), written off the reconcile path.
+//! A reconcile runs in phases: [`reconcile::observe`] gathers facts from the [`cache`]s the
+//! watches keep, [`reconcile::gates`] decide whether anything may be written,
+//! [`reconcile::render`] builds the ExternalSecrets (pure), [`reconcile::apply`] applies and
+//! prunes them, and [`status`] turns the outcome into kstatus conditions (pure), written off the
+//! reconcile path.
 
 pub mod cache;
-pub mod children;
-pub mod error;
+mod error;
 pub mod eso;
-mod eso_watch;
-pub mod gates;
-pub mod hash;
 pub mod limit;
-mod listwatch;
-pub mod metrics;
+mod metrics;
 #[cfg(test)]
 mod mock_api;
-pub mod observe;
 pub mod reason;
 pub mod reconcile;
-pub mod render;
 pub mod shard;
 pub mod status;
-mod triggers;
-pub mod watch;
-mod writer;
+mod watch;
 
 pub use error::Error;
 pub use metrics::Metrics;

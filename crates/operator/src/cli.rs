@@ -220,8 +220,9 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         }
         let bundle: SecretBundle = serde_yaml::from_value(value)
             .with_context(|| format!("{} is not a valid SecretBundle", args.file.display()))?;
-        let children = secretbundle_controller::children::desired(&bundle, target.version())
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let children =
+            secretbundle_controller::reconcile::apply::desired(&bundle, target.version())
+                .map_err(|e| anyhow::anyhow!(e))?;
         if let Some(caps) = target.capabilities() {
             features::check(&children, caps).map_err(|e| {
                 anyhow::anyhow!(

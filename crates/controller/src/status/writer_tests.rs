@@ -113,7 +113,7 @@ impl Api {
         );
         let status: SecretBundleStatus =
             serde_json::from_value(ex.body["status"].clone()).expect("status");
-        let reason = status::ready_reason(Some(&status)).expect("a Ready condition");
+        let reason = conditions::ready_reason(Some(&status)).expect("a Ready condition");
         (ex, reason)
     }
 
@@ -132,7 +132,7 @@ impl Api {
     }
 
     fn server_reason(&self) -> Option<Reason> {
-        status::ready_reason(self.server.status.as_ref())
+        conditions::ready_reason(self.server.status.as_ref())
     }
 
     fn scrape(&self) -> String {

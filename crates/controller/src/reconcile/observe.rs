@@ -13,12 +13,12 @@ use kube::{Client, ResourceExt};
 use secretbundle_api::{SecretBundle, StoreKind};
 use serde_json::Value;
 
+use super::gates::{
+    self, DependencyFact, Facts, NamespaceFact, StoreCondition, StoreFact, StoreKey,
+};
 use crate::cache::{Caches, StoreId, store_ids};
 use crate::error::{Error, KubeContext};
 use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
-use crate::gates::{
-    self, DependencyFact, Facts, NamespaceFact, StoreCondition, StoreFact, StoreKey,
-};
 
 /// The facts for `bundle`, from the caches.
 pub fn facts(caches: &Caches, bundles: &Store<SecretBundle>, bundle: &SecretBundle) -> Facts {

@@ -4,6 +4,10 @@
 //! (see [`crate::cache`]); the controller starts once every cache holds a complete list, so a
 //! restart neither reports a gate closed that is open nor writes anything that has not changed.
 
+mod eso;
+mod listwatch;
+mod triggers;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,14 +26,14 @@ use secretbundle_api::SecretBundle;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use self::listwatch::Lists;
+use self::triggers::Triggers;
+
 use crate::cache::Caches;
-use crate::eso;
-use crate::gates::NamespaceFact;
-use crate::listwatch::Lists;
 use crate::metrics::Metrics;
+use crate::reconcile::gates::NamespaceFact;
 use crate::reconcile::{Context, Failures, error_policy, reconcile};
-use crate::triggers::Triggers;
-use crate::writer::StatusWriter;
+use crate::status::StatusWriter;
 
 /// How the controller runs.
 #[derive(Clone, Debug, Default)]
@@ -76,7 +80,7 @@ pub async fn run_with(
         lists.clone(),
         caches.clone(),
     )));
-    let _eso = AbortOnDrop(tokio::spawn(crate::eso_watch::run(
+    let _eso = AbortOnDrop(tokio::spawn(eso::run(
         client.clone(),
         lists.clone(),
         caches.clone(),
@@ -260,7 +264,7 @@ async fn await_own_crd(client: &Client) {
     let mut logged = false;
     while let Some(event) = events.next().await {
         match event {
-            Ok(crd) if eso::is_established(&crd) => return,
+            Ok(crd) if crate::eso::is_established(&crd) => return,
             Ok(_) => {}
             Err(e) => warn!(error = %e, crd = name, "CRD watch failed; retrying"),
         }

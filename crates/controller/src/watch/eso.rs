@@ -17,9 +17,10 @@ use tracing::{info, warn};
 
 use crate::cache::{Caches, Child, EsObject, Foreign, StoreId};
 use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
-use crate::listwatch::Lists;
-use crate::observe::read_store;
-use crate::watch::{AbortOnDrop, WatchBackoff, map_event};
+use crate::reconcile::observe::read_store;
+
+use super::listwatch::Lists;
+use super::{AbortOnDrop, WatchBackoff, map_event};
 
 /// Follows the three ESO CRDs until the operator stops.
 pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>) {
@@ -243,5 +244,5 @@ async fn watch_stores(
 }
 
 #[cfg(test)]
-#[path = "eso_watch_tests.rs"]
+#[path = "eso_tests.rs"]
 mod tests;

@@ -8,9 +8,9 @@ use kube::core::{Selector, SelectorExt};
 use secretbundle_api::{SecretBundle, StoreKind, condition};
 use serde::Deserialize;
 
+use super::render::render;
 use crate::eso::{Capabilities, CrdProblem, EsoVersion, ServedSchema, features};
 use crate::reason::Reason;
-use crate::render::render;
 
 /// The target namespace as the gate sees it.
 #[derive(Clone, Debug, PartialEq)]

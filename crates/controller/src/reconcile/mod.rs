@@ -1,5 +1,11 @@
 //! One reconcile: gates -> build (pure render) -> apply -> status, wrapped in the finalizer.
 
+pub mod apply;
+pub mod gates;
+pub mod hash;
+pub mod observe;
+pub mod render;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +23,7 @@ use crate::error::Error;
 use crate::eso::{CrdProblem, EsoKind};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
-use crate::status::Report;
-use crate::writer::StatusWriter;
-use crate::{children, gates, observe};
+use crate::status::{Report, StatusWriter};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -94,8 +98,8 @@ pub async fn reconcile(bundle: Arc<SecretBundle>, ctx: Arc<Context>) -> Result<A
     let api: Api<SecretBundle> = Api::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, bundle, |event| async {
         match event {
-            Event::Apply(b) => apply(&b, &ctx).await,
-            Event::Cleanup(b) => cleanup(&b, &ctx).await,
+            Event::Apply(b) => on_apply(&b, &ctx).await,
+            Event::Cleanup(b) => on_cleanup(&b, &ctx).await,
         }
     })
     .await
@@ -116,11 +120,11 @@ pub fn error_policy(bundle: Arc<SecretBundle>, error: &Error, ctx: Arc<Context>)
     Action::requeue(delay)
 }
 
-async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
+async fn on_apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     let facts = observe::facts(&ctx.caches, &ctx.bundles, bundle);
     let (report, refused) = match gates::evaluate(bundle, &facts) {
         Ok(version) => {
-            children::sync(
+            apply::sync(
                 &ctx.client,
                 &ctx.caches,
                 &ctx.metrics,
@@ -157,7 +161,7 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-async fn cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
+async fn on_cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     let version = match ctx.caches.crd(EsoKind::ExternalSecret) {
         Ok(v) => Some(v),
         // No CRD, no ExternalSecrets: none of ours is left to delete or release.
@@ -182,7 +186,7 @@ async fn cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> 
             return Err(Error::CleanupBlocked(message));
         }
     };
-    children::cleanup(&ctx.client, bundle, version).await?;
+    apply::cleanup(&ctx.client, bundle, version).await?;
     ctx.metrics.forget(&bundle.name_any());
     info!(policy = ?bundle.spec.deletion_policy, "cleaned up children");
     Ok(Action::await_change())
@@ -203,7 +207,6 @@ fn cleanup_blocked(bundle: &SecretBundle, problem: &CrdProblem) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::StatusWriter;
 
     #[test]
     fn retries_back_off_exponentially_up_to_a_cap() {
