@@ -6,9 +6,11 @@
 //! prunes them, and [`status`] turns the outcome into kstatus conditions (pure), written off the
 //! reconcile path.
 
+mod backoff;
 pub mod cache;
 mod error;
 pub mod eso;
+pub mod facts;
 pub mod limit;
 mod metrics;
 #[cfg(test)]
@@ -17,6 +19,7 @@ pub mod reason;
 pub mod reconcile;
 pub mod shard;
 pub mod status;
+mod task;
 mod watch;
 
 pub use error::Error;

@@ -144,7 +144,7 @@ pub struct WaitArgs {
     #[arg(long, requires = "all")]
     pub require_all: bool,
     /// Give up after this long (e.g. 30s, 5m, 1h).
-    #[arg(long, default_value = "5m", value_parser = crate::wait::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::duration::parse_duration)]
     pub timeout: std::time::Duration,
 }
 

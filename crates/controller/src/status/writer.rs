@@ -29,9 +29,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::conditions::{self, Report};
+use crate::backoff::retry_delay;
 use crate::metrics::Metrics;
 use crate::reason::{Phase, Reason};
-use crate::reconcile::retry_delay;
 
 /// A conclusion waiting to be written.
 #[derive(Clone, Debug)]

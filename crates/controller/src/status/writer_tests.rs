@@ -43,7 +43,7 @@ struct Api {
     registry: Registry,
     /// The apiserver's copy of the bundle.
     server: SecretBundle,
-    _run: crate::watch::AbortOnDrop,
+    _run: crate::task::AbortOnDrop,
 }
 
 impl Api {
@@ -61,7 +61,7 @@ impl Api {
         );
         let shard = shard.map(|s| crate::shard::parse(s).expect("selector"));
         let writer = StatusWriter::new(client, store.clone(), recorder, metrics, shard);
-        let run = crate::watch::AbortOnDrop(tokio::spawn(writer.clone().run()));
+        let run = crate::task::AbortOnDrop(tokio::spawn(writer.clone().run()));
         let mut api = Api {
             writer,
             cache,

@@ -15,12 +15,12 @@ use kube::{Client, ResourceExt};
 use secretbundle_api::{BUNDLE_LABEL, StoreKind};
 use tracing::{info, warn};
 
+use super::listwatch::Lists;
+use super::stream::{WatchBackoff, map_event};
 use crate::cache::{Caches, Child, EsObject, Foreign, StoreId};
 use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
-use crate::reconcile::observe::read_store;
-
-use super::listwatch::Lists;
-use super::{AbortOnDrop, WatchBackoff, map_event};
+use crate::facts::read_store;
+use crate::task::AbortOnDrop;
 
 /// Follows the three ESO CRDs until the operator stops.
 pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>) {

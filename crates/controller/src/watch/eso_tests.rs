@@ -56,7 +56,7 @@ async fn a_new_version_is_published_only_once_its_own_list_arrived() {
     };
     assert!(matches!(
         caches.store(&id),
-        crate::reconcile::gates::StoreFact::Ready { .. }
+        crate::facts::StoreFact::Ready { .. }
     ));
     drop(watch);
     // Nothing else is asked for meanwhile.
