@@ -1,5 +1,5 @@
-//! Status: what a reconcile concluded, turned into kstatus conditions ([`conditions`], pure) and
-//! written off the reconcile path ([`writer`]).
+//! Status: what a reconcile concluded, turned into kstatus conditions (`conditions`, pure) and
+//! written off the reconcile path (`writer`).
 
 mod conditions;
 mod writer;
