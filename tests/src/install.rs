@@ -582,7 +582,7 @@ pub fn bundle(order: &Order, i: usize) -> SecretBundle {
 fn plain_children(order: &Order, i: usize) -> Result<String> {
     let mut b = bundle(order, i);
     b.spec.target_namespace = plain(&b.spec.target_namespace);
-    let children = secretbundle_controller::render::render(&b, EsoVersion::V1)?;
+    let children = secretbundle_controller::reconcile::render::render(&b, EsoVersion::V1)?;
     let mut docs = Vec::new();
     for mut c in children {
         c.labels_mut().clear();

@@ -12,7 +12,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt as _, ResourceExt as _};
 use secretbundle_api::{AdoptionPolicy, SecretBundle};
 use secretbundle_controller::eso::{EsoKind, EsoVersion};
-use secretbundle_controller::render::render;
+use secretbundle_controller::reconcile::render::render;
 use secretbundle_tests::process::operator_bin;
 use secretbundle_tests::{ControlPlane, apply_crds, eso, repo_root};
 use serde::Deserialize as _;

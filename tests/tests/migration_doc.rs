@@ -11,7 +11,7 @@ use kube::CustomResourceExt as _;
 use secretbundle_api::SecretBundle;
 use secretbundle_controller::eso::EsoVersion;
 use secretbundle_controller::eso::import::{self, FIELDS};
-use secretbundle_controller::render::render;
+use secretbundle_controller::reconcile::render::render;
 use secretbundle_tests::repo_root;
 use serde::Deserialize as _;
 use serde_json::{Value, json};

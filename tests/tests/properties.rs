@@ -17,11 +17,12 @@ use secretbundle_api::SecretBundle;
 use secretbundle_controller::eso::{
     Capabilities, CrdProblem, EXTERNAL_SECRET_CRD, EsoKind, EsoVersion, ServedSchema, features,
 };
-use secretbundle_controller::gates::{
-    self, DependencyFact, Facts, NamespaceFact, StoreFact, referenced_stores,
+use secretbundle_controller::facts::{
+    DependencyFact, Facts, NamespaceFact, StoreFact, referenced_stores,
 };
 use secretbundle_controller::reason::{Phase, Reason};
-use secretbundle_controller::render::render;
+use secretbundle_controller::reconcile::gates;
+use secretbundle_controller::reconcile::render::render;
 use secretbundle_controller::status::{self, Report};
 use secretbundle_tests::controlplane::{ControlPlane, Options};
 use secretbundle_tests::{apply_crds, eso, strategies};

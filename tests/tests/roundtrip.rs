@@ -17,7 +17,7 @@ use secretbundle_controller::eso::import::{self, Entry};
 use secretbundle_controller::eso::{
     Capabilities, EXTERNAL_SECRET_CRD, EsoKind, EsoVersion, ServedSchema, features,
 };
-use secretbundle_controller::render::render;
+use secretbundle_controller::reconcile::render::render;
 use secretbundle_tests::controlplane::{ControlPlane, Options};
 use secretbundle_tests::{apply_crds, eso, strategies};
 use serde_json::{Value, json};

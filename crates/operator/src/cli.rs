@@ -144,7 +144,7 @@ pub struct WaitArgs {
     #[arg(long, requires = "all")]
     pub require_all: bool,
     /// Give up after this long (e.g. 30s, 5m, 1h).
-    #[arg(long, default_value = "5m", value_parser = crate::wait::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = crate::duration::parse_duration)]
     pub timeout: std::time::Duration,
 }
 
@@ -220,8 +220,9 @@ pub fn render(args: RenderArgs) -> anyhow::Result<()> {
         }
         let bundle: SecretBundle = serde_yaml::from_value(value)
             .with_context(|| format!("{} is not a valid SecretBundle", args.file.display()))?;
-        let children = secretbundle_controller::children::desired(&bundle, target.version())
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let children =
+            secretbundle_controller::reconcile::apply::desired(&bundle, target.version())
+                .map_err(|e| anyhow::anyhow!(e))?;
         if let Some(caps) = target.capabilities() {
             features::check(&children, caps).map_err(|e| {
                 anyhow::anyhow!(

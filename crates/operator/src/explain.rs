@@ -6,8 +6,9 @@ use anyhow::Context as _;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::{Api, Client};
 use secretbundle_api::SecretBundle;
-use secretbundle_controller::gates::{self, DependencyFact, NamespaceFact, StoreFact};
-use secretbundle_controller::observe;
+use secretbundle_controller::facts::{DependencyFact, NamespaceFact, StoreFact};
+use secretbundle_controller::reconcile::gates;
+use secretbundle_controller::reconcile::observe;
 
 use crate::cli::ExplainArgs;
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod diff;
+mod duration;
 mod explain;
 mod faults;
 mod http;

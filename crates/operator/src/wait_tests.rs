@@ -180,16 +180,3 @@ fn a_stale_idle_status_is_not_trusted() {
 fn no_bundles_at_all_is_done() {
     assert!(evaluate(&[], &all()).done());
 }
-
-#[test]
-fn durations_parse_like_go() {
-    let ok = |s: &str| parse_duration(s).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(ok("5m"), Duration::from_secs(300));
-    assert_eq!(ok("1h30m"), Duration::from_secs(5400));
-    assert_eq!(ok("3s"), Duration::from_secs(3));
-    assert_eq!(ok("250ms"), Duration::from_millis(250));
-    assert_eq!(ok("0"), Duration::ZERO);
-    for bad in ["", "5", "m", "5x", "1.5h", "-1s", "5m3"] {
-        assert!(parse_duration(bad).is_err(), "{bad:?}");
-    }
-}

@@ -165,7 +165,7 @@ impl Snapshot {
         if let Some(e) = self.stores_gate(b) {
             return e;
         }
-        let children = match secretbundle_controller::render::render(b, version) {
+        let children = match secretbundle_controller::reconcile::render::render(b, version) {
             Ok(c) => c,
             Err(e) => return Expected::one("InvalidSpec", e.to_string()),
         };

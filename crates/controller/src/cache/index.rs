@@ -7,7 +7,7 @@ use std::hash::Hash;
 use kube::ResourceExt;
 use secretbundle_api::{SecretBundle, StoreKind};
 
-use crate::gates::referenced_stores;
+use crate::facts::referenced_stores;
 
 /// An ExternalSecret by namespace and name.
 pub type ChildKey = (String, String);

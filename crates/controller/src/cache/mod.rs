@@ -21,7 +21,7 @@ pub use index::{ChildKey, Index, StoreId, store_ids};
 pub use mirror::{Cached, Changed, Mirror};
 
 use crate::eso::{CrdProblem, EsoKind, EsoVersion, ServedSchema};
-use crate::gates::{NamespaceFact, StoreFact};
+use crate::facts::{NamespaceFact, StoreFact};
 
 impl Cached for NamespaceFact {
     fn same(&self, other: &Self) -> bool {

@@ -6,8 +6,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use secretbundle_api::SecretBundle;
 
 use super::*;
-use crate::render::render;
-use crate::render::tests::{EVERY_FIELD, bundle};
+use crate::reconcile::render::render;
+use crate::reconcile::render::tests::{EVERY_FIELD, bundle};
 
 /// The releases vendored in `tests/fixtures/eso-crds`, with the API version each is written in.
 const VENDORED: [(&str, EsoVersion); 4] = [

@@ -1,5 +1,5 @@
 use secretbundle_controller::Reason;
-use secretbundle_controller::gates::Blocked;
+use secretbundle_controller::reconcile::gates::Blocked;
 use serde_json::json;
 
 use super::*;

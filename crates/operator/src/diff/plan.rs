@@ -1,5 +1,5 @@
 //! What the controller would do with one bundle now: the same facts, gates and rendering, the
-//! same ownership rules as `children::sync`, and each write replaced by a dry run.
+//! same ownership rules as `apply::sync`, and each write replaced by a dry run.
 
 use std::collections::BTreeMap;
 
@@ -9,11 +9,12 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use secretbundle_api::{AdoptionPolicy, BUNDLE_LABEL, MANAGER, SecretBundle};
+use secretbundle_controller::Reason;
 use secretbundle_controller::cache::Foreign;
-use secretbundle_controller::children;
 use secretbundle_controller::eso::EsoKind;
-use secretbundle_controller::gates::{self, Blocked};
-use secretbundle_controller::{Reason, observe};
+use secretbundle_controller::reconcile::apply;
+use secretbundle_controller::reconcile::gates::{self, Blocked};
+use secretbundle_controller::reconcile::observe;
 use serde_json::Value;
 
 /// What applying one bundle would do.
@@ -83,7 +84,7 @@ pub async fn plan(
         Ok(v) => v,
         Err(b) => return Ok(blocked(b)),
     };
-    let desired = match children::desired(bundle, version) {
+    let desired = match apply::desired(bundle, version) {
         Ok(d) => d,
         Err(e) => {
             return Ok(blocked(Blocked {
@@ -133,7 +134,7 @@ fn label(obj: &DynamicObject) -> Option<&String> {
     obj.labels().get(BUNDLE_LABEL)
 }
 
-/// The ownership decisions of `children::sync`, each write a dry run.
+/// The ownership decisions of `apply::sync`, each write a dry run.
 async fn settle(
     api: &Api<DynamicObject>,
     bundle: &SecretBundle,
@@ -159,7 +160,7 @@ async fn settle(
     let adopted = match label(live) {
         Some(other) if *other != me => {
             return Ok(Change::Conflict {
-                message: children::managed_by_other(ns, &name, other),
+                message: apply::managed_by_other(ns, &name, other),
             });
         }
         Some(_) => false,
@@ -167,7 +168,7 @@ async fn settle(
             let foreign = Foreign::of(&live.metadata);
             if !(foreign.owned_by(bundle) || foreign.carries(&want) || adopt) {
                 return Ok(Change::Conflict {
-                    message: children::not_ours(ns, &name),
+                    message: apply::not_ours(ns, &name),
                 });
             }
             want.metadata
@@ -188,7 +189,7 @@ async fn settle(
 }
 
 /// The object the apiserver would hold after the apply, or its reason for refusing it (the
-/// statuses `children::sync` reports as ApplyFailed).
+/// statuses `apply::sync` reports as ApplyFailed).
 async fn dry_run(
     api: &Api<DynamicObject>,
     want: &DynamicObject,

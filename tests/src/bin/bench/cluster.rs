@@ -211,7 +211,7 @@ pub async fn desired(client: &Client) -> Result<Vec<DynamicObject>> {
     let mut out = Vec::new();
     for b in &bundles.items {
         out.extend(
-            secretbundle_controller::children::desired(b, EsoVersion::V1)
+            secretbundle_controller::reconcile::apply::desired(b, EsoVersion::V1)
                 .map_err(|e| anyhow::anyhow!("rendering {}: {e}", b.name_any()))?,
         );
     }

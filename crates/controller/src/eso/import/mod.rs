@@ -1,6 +1,7 @@
 //! Import: an existing ExternalSecret (Helm-made, hand-written) as a bundle entry, the inverse
-//! of [`crate::render`]. Pure. Nothing is guessed: what a bundle cannot express exactly is
-//! refused, naming the field, and every field is either carried or refused (see [`reader`]).
+//! of [`crate::reconcile::render`]. Pure. Nothing is guessed: what a bundle cannot express
+//! exactly is refused, naming the field, and every field is either carried or refused (see
+//! [`reader`]).
 //! [`bundles`] groups the entries into bundles, one per target namespace.
 
 mod assemble;

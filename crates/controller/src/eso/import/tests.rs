@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::eso::EsoVersion;
-use crate::render::render;
+use crate::reconcile::render::render;
 
 fn es(namespace: &str, name: &str, spec: Value) -> Value {
     json!({

@@ -15,11 +15,12 @@ use kube::{Client, ResourceExt};
 use secretbundle_api::{BUNDLE_LABEL, StoreKind};
 use tracing::{info, warn};
 
+use super::listwatch::Lists;
+use super::stream::{WatchBackoff, map_event};
 use crate::cache::{Caches, Child, EsObject, Foreign, StoreId};
 use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
-use crate::listwatch::Lists;
-use crate::observe::read_store;
-use crate::watch::{AbortOnDrop, WatchBackoff, map_event};
+use crate::facts::read_store;
+use crate::task::AbortOnDrop;
 
 /// Follows the three ESO CRDs until the operator stops.
 pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>) {
@@ -243,5 +244,5 @@ async fn watch_stores(
 }
 
 #[cfg(test)]
-#[path = "eso_watch_tests.rs"]
+#[path = "eso_tests.rs"]
 mod tests;

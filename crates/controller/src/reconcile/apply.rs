@@ -14,14 +14,14 @@ use serde_json::{Value, json};
 use futures::{StreamExt, stream};
 use tokio::sync::Semaphore;
 
+use super::handover;
+use super::hash;
+use super::render::render;
 use crate::cache::{Caches, Child, ChildKey, Claim, Current, EsObject};
 use crate::error::{Error, KubeContext};
 use crate::eso::{EsoKind, EsoVersion};
-use crate::handover;
-use crate::hash;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
-use crate::render::render;
 use crate::status::{self, Report};
 
 /// Annotation on each child: a hash of what was applied, so an unchanged child is not rewritten.

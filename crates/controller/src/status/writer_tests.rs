@@ -43,7 +43,7 @@ struct Api {
     registry: Registry,
     /// The apiserver's copy of the bundle.
     server: SecretBundle,
-    _run: crate::watch::AbortOnDrop,
+    _run: crate::task::AbortOnDrop,
 }
 
 impl Api {
@@ -61,7 +61,7 @@ impl Api {
         );
         let shard = shard.map(|s| crate::shard::parse(s).expect("selector"));
         let writer = StatusWriter::new(client, store.clone(), recorder, metrics, shard);
-        let run = crate::watch::AbortOnDrop(tokio::spawn(writer.clone().run()));
+        let run = crate::task::AbortOnDrop(tokio::spawn(writer.clone().run()));
         let mut api = Api {
             writer,
             cache,
@@ -113,7 +113,7 @@ impl Api {
         );
         let status: SecretBundleStatus =
             serde_json::from_value(ex.body["status"].clone()).expect("status");
-        let reason = status::ready_reason(Some(&status)).expect("a Ready condition");
+        let reason = conditions::ready_reason(Some(&status)).expect("a Ready condition");
         (ex, reason)
     }
 
@@ -132,7 +132,7 @@ impl Api {
     }
 
     fn server_reason(&self) -> Option<Reason> {
-        status::ready_reason(self.server.status.as_ref())
+        conditions::ready_reason(self.server.status.as_ref())
     }
 
     fn scrape(&self) -> String {

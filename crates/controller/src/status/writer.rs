@@ -28,10 +28,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::conditions::{self, Report};
+use crate::backoff::retry_delay;
 use crate::metrics::Metrics;
 use crate::reason::{Phase, Reason};
-use crate::reconcile::retry_delay;
-use crate::status::{self, Report};
 
 /// A conclusion waiting to be written.
 #[derive(Clone, Debug)]
@@ -276,7 +276,7 @@ impl StatusWriter {
             return Ok(()); // moved to another shard, which reports on it now
         }
         let bundle = self.queue().current(&cached);
-        let next = status::next_status(
+        let next = conditions::next_status(
             &bundle,
             &p.report,
             &Time(k8s_openapi::jiff::Timestamp::now()),
@@ -313,7 +313,7 @@ impl StatusWriter {
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
             Err(e) => return Err(e),
         }
-        let before = status::ready_reason(bundle.status.as_ref());
+        let before = conditions::ready_reason(bundle.status.as_ref());
         if before != Some(p.report.reason) {
             info!(bundle = %name, reason = %p.report.reason, message = %p.report.message, "bundle moved");
             // An event for what a person should notice (Ready, or something wrong); waiting and
@@ -358,7 +358,7 @@ impl StatusWriter {
 
 /// The bundle's status already is what `report` would write.
 fn unchanged(bundle: &SecretBundle, report: &Report) -> bool {
-    let next = status::next_status(bundle, report, &Time(k8s_openapi::jiff::Timestamp::now()));
+    let next = conditions::next_status(bundle, report, &Time(k8s_openapi::jiff::Timestamp::now()));
     bundle.status.as_ref() == Some(&next)
 }
 

@@ -1,7 +1,13 @@
 //! One reconcile: gates -> build (pure render) -> apply -> status, wrapped in the finalizer.
 
+pub mod apply;
+pub mod gates;
+mod handover;
+pub mod hash;
+pub mod observe;
+pub mod render;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
@@ -12,17 +18,16 @@ use kube::{Client, ResourceExt};
 use secretbundle_api::{FINALIZER, SecretBundle};
 use tracing::{info, instrument, warn};
 
+use crate::backoff::retry_delay;
 use crate::cache::Caches;
 use crate::error::Error;
 use crate::eso::{CrdProblem, EsoKind};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
-use crate::status::Report;
-use crate::writer::StatusWriter;
-use crate::{children, gates, observe};
+use crate::status::{Report, StatusWriter};
 
 /// What every reconcile shares.
-pub struct Context {
+pub(crate) struct Context {
     pub client: Client,
     /// The controller's own cache of bundles: dependencies are read from here.
     pub bundles: Store<SecretBundle>,
@@ -39,7 +44,7 @@ pub struct Context {
 
 /// Consecutive failed reconciles per bundle, for exponential backoff.
 #[derive(Default)]
-pub struct Failures(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+pub(crate) struct Failures(std::sync::Mutex<std::collections::HashMap<String, u32>>);
 
 impl Failures {
     fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
@@ -72,16 +77,11 @@ impl Failures {
     }
 }
 
-/// 1 s, 2 s, 4 s, ... up to 5 minutes: quick after a blip, gentle on a cluster that keeps saying no.
-pub fn retry_delay(previous_failures: u32) -> Duration {
-    const BASE: Duration = Duration::from_secs(1);
-    const CAP: Duration = Duration::from_secs(300);
-    BASE.saturating_mul(2u32.saturating_pow(previous_failures.min(16)))
-        .min(CAP)
-}
-
 #[instrument(skip_all, fields(bundle = %bundle.name_any()))]
-pub async fn reconcile(bundle: Arc<SecretBundle>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(
+    bundle: Arc<SecretBundle>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let bundle_name = bundle.name_any();
     if let Some(shard) = &ctx.shard
         && !shard.matches(bundle.labels())
@@ -94,8 +94,8 @@ pub async fn reconcile(bundle: Arc<SecretBundle>, ctx: Arc<Context>) -> Result<A
     let api: Api<SecretBundle> = Api::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, bundle, |event| async {
         match event {
-            Event::Apply(b) => apply(&b, &ctx).await,
-            Event::Cleanup(b) => cleanup(&b, &ctx).await,
+            Event::Apply(b) => on_apply(&b, &ctx).await,
+            Event::Cleanup(b) => on_cleanup(&b, &ctx).await,
         }
     })
     .await
@@ -110,17 +110,17 @@ pub async fn reconcile(bundle: Arc<SecretBundle>, ctx: Arc<Context>) -> Result<A
 
 /// A failed reconcile (API unreachable, a write conflict, a rejected child) is logged and
 /// retried with exponential backoff; a watch event may retry it sooner.
-pub fn error_policy(bundle: Arc<SecretBundle>, error: &Error, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(bundle: Arc<SecretBundle>, error: &Error, ctx: Arc<Context>) -> Action {
     let delay = retry_delay(ctx.failures.record(&bundle.name_any()));
     warn!(bundle = %bundle.name_any(), category = error.category(), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
-async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
+async fn on_apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     let facts = observe::facts(&ctx.caches, &ctx.bundles, bundle);
     let (report, refused) = match gates::evaluate(bundle, &facts) {
         Ok(version) => {
-            children::sync(
+            apply::sync(
                 &ctx.client,
                 &ctx.caches,
                 &ctx.metrics,
@@ -157,7 +157,7 @@ async fn apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-async fn cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
+async fn on_cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> {
     let version = match ctx.caches.crd(EsoKind::ExternalSecret) {
         Ok(v) => Some(v),
         // No CRD, no ExternalSecrets: none of ours is left to delete or release.
@@ -182,7 +182,7 @@ async fn cleanup(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error> 
             return Err(Error::CleanupBlocked(message));
         }
     };
-    children::cleanup(&ctx.client, bundle, version).await?;
+    apply::cleanup(&ctx.client, bundle, version).await?;
     ctx.metrics.forget(&bundle.name_any());
     info!(policy = ?bundle.spec.deletion_policy, "cleaned up children");
     Ok(Action::await_change())
@@ -203,14 +203,6 @@ fn cleanup_blocked(bundle: &SecretBundle, problem: &CrdProblem) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::StatusWriter;
-
-    #[test]
-    fn retries_back_off_exponentially_up_to_a_cap() {
-        let delays: Vec<u64> = (0..12).map(|n| retry_delay(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
-        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
-    }
 
     use futures::StreamExt as _;
     use kube::runtime::events::{Recorder, Reporter};

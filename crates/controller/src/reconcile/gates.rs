@@ -3,87 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{Selector, SelectorExt};
 use secretbundle_api::{SecretBundle, StoreKind, condition};
-use serde::Deserialize;
 
-use crate::eso::{Capabilities, CrdProblem, EsoVersion, ServedSchema, features};
+use super::render::render;
+use crate::eso::{Capabilities, EsoVersion, ServedSchema, features};
+use crate::facts::{DependencyFact, Facts, NamespaceFact, StoreCondition, StoreFact};
 use crate::reason::Reason;
-use crate::render::render;
-
-/// The target namespace as the gate sees it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum NamespaceFact {
-    Absent,
-    Terminating,
-    Active { labels: BTreeMap<String, String> },
-}
-
-/// A bundle named in `dependsOn`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum DependencyFact {
-    Missing,
-    /// `progressing`: the dependency is being worked on and will move by itself (no status for
-    /// its generation yet, or `Reconciling=True`), as opposed to waiting or failing.
-    NotReady {
-        reason: String,
-        progressing: bool,
-    },
-    Ready,
-}
-
-/// A referenced secret store.
-#[derive(Clone, Debug, PartialEq)]
-pub enum StoreFact {
-    Absent,
-    NotReady { message: String },
-    Ready { conditions: Vec<StoreCondition> },
-}
-
-/// One of a ClusterSecretStore's `spec.conditions`: which namespaces may use it.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoreCondition {
-    #[serde(default)]
-    pub namespace_selector: Option<LabelSelector>,
-    #[serde(default)]
-    pub namespaces: Vec<String>,
-    #[serde(default)]
-    pub namespace_regexes: Vec<String>,
-}
-
-/// Everything the gates need, gathered by `observe`.
-#[derive(Clone, Debug)]
-pub struct Facts {
-    pub namespace: NamespaceFact,
-    pub crd: Result<EsoVersion, CrdProblem>,
-    /// The schema the ExternalSecret CRD serves for that version, when it has one.
-    pub eso_schema: Option<std::sync::Arc<ServedSchema>>,
-    /// In `dependsOn` order.
-    pub dependencies: Vec<(String, DependencyFact)>,
-    /// A dependency path that leads back to this bundle, if any.
-    pub cycle: Option<Vec<String>>,
-    /// Every distinct store the bundle's secrets read from.
-    pub stores: Vec<(StoreKey, StoreFact)>,
-}
-
-/// A store as the bundle refers to it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct StoreKey {
-    pub kind: StoreKind,
-    pub name: String,
-}
-
-impl std::fmt::Display for StoreKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
-            StoreKind::ClusterSecretStore => "ClusterSecretStore",
-            StoreKind::SecretStore => "SecretStore",
-        };
-        write!(f, "{kind} {:?}", self.name)
-    }
-}
 
 /// A closed gate: why the bundle does not apply anything now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,27 +25,6 @@ impl Blocked {
             message: message.into(),
         }
     }
-}
-
-/// Every store the bundle reads from, deduplicated, in first-use order. A secret fed only by
-/// generators reads none.
-pub fn referenced_stores(bundle: &SecretBundle) -> Vec<StoreKey> {
-    let mut seen = BTreeSet::new();
-    let spec = &bundle.spec;
-    spec.secrets
-        .iter()
-        .filter(|s| s.reads_store())
-        .map(|s| {
-            s.secret_store_ref
-                .as_ref()
-                .unwrap_or(&spec.secret_store_ref)
-        })
-        .map(|r| StoreKey {
-            kind: r.kind(),
-            name: r.name.clone(),
-        })
-        .filter(|k| seen.insert(k.clone()))
-        .collect()
 }
 
 /// Checks the gates in order; `Ok` carries the ESO version to write children in.

@@ -24,7 +24,7 @@ async fn a_new_version_is_published_only_once_its_own_list_arrived() {
 
     caches.crd_usable(kind, EsoVersion::V1, true);
     let (client, mut requests) = mock_api::pair();
-    let _watch = crate::watch::AbortOnDrop(tokio::spawn(watch_stores(
+    let _watch = AbortOnDrop(tokio::spawn(watch_stores(
         client,
         Lists::new(false),
         caches.clone(),
@@ -56,7 +56,7 @@ async fn a_new_version_is_published_only_once_its_own_list_arrived() {
     };
     assert!(matches!(
         caches.store(&id),
-        crate::gates::StoreFact::Ready { .. }
+        crate::facts::StoreFact::Ready { .. }
     ));
     drop(watch);
     // Nothing else is asked for meanwhile.

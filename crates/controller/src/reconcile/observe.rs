@@ -11,14 +11,12 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use secretbundle_api::{SecretBundle, StoreKind};
-use serde_json::Value;
 
+use super::gates;
 use crate::cache::{Caches, StoreId, store_ids};
 use crate::error::{Error, KubeContext};
 use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
-use crate::gates::{
-    self, DependencyFact, Facts, NamespaceFact, StoreCondition, StoreFact, StoreKey,
-};
+use crate::facts::{DependencyFact, Facts, NamespaceFact, StoreFact, StoreKey, read_store};
 
 /// The facts for `bundle`, from the caches.
 pub fn facts(caches: &Caches, bundles: &Store<SecretBundle>, bundle: &SecretBundle) -> Facts {
@@ -179,71 +177,5 @@ fn assemble(
         dependencies,
         cycle,
         stores,
-    }
-}
-
-/// A store is usable when ESO reports `Ready=True`; its `spec.conditions` restrict namespaces.
-pub fn read_store(data: &Value) -> StoreFact {
-    let ready = data
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-        });
-    match ready {
-        Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {
-            let conditions = match data.pointer("/spec/conditions") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(v) => match serde_json::from_value::<Vec<StoreCondition>>(v.clone()) {
-                    Ok(c) => c,
-                    // Unreadable restrictions admit no namespace (fail closed), and say why.
-                    Err(e) => {
-                        return StoreFact::NotReady {
-                            message: format!(
-                                "its spec.conditions cannot be read ({e}), so no namespace is admitted"
-                            ),
-                        };
-                    }
-                },
-            };
-            StoreFact::Ready { conditions }
-        }
-        Some(c) => {
-            let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
-            StoreFact::NotReady {
-                message: format!("{}: {}", field("reason"), field("message")),
-            }
-        }
-        None => StoreFact::NotReady {
-            message: "ESO has not reported on it yet".into(),
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn a_store_whose_conditions_cannot_be_read_admits_no_namespace() {
-        let ready = json!({"conditions": [{"type": "Ready", "status": "True"}]});
-        let store =
-            |conditions: Value| json!({"spec": {"conditions": conditions}, "status": ready});
-        assert_eq!(
-            read_store(&json!({"status": ready})),
-            StoreFact::Ready { conditions: vec![] }
-        );
-        assert!(
-            matches!(read_store(&store(json!([{"namespaces": ["a"]}]))), StoreFact::Ready { conditions } if conditions.len() == 1)
-        );
-        match read_store(&store(json!({"namespaces": "a"}))) {
-            StoreFact::NotReady { message } => {
-                assert!(message.contains("spec.conditions"), "{message}")
-            }
-            other => panic!("an unreadable spec.conditions admitted namespaces: {other:?}"),
-        }
     }
 }

@@ -1,5 +1,7 @@
 //! Unit tests of the gates: every branch, from facts alone.
 use super::*;
+use crate::eso::CrdProblem;
+use crate::facts::{StoreKey, referenced_stores};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use secretbundle_api::SecretBundleStatus;
 
