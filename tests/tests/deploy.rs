@@ -415,10 +415,7 @@ async fn render_prints_what_the_controller_applies_and_explain_shows_the_gates()
         .await?;
         // Same spec and labels; the cluster adds defaults, the owner and the applied hash.
         assert!(
-            secretbundle_controller::reconcile::apply::is_subset(
-                &r.data["spec"],
-                &applied.data["spec"]
-            ),
+            secretbundle_controller::applied::is_subset(&r.data["spec"], &applied.data["spec"]),
             "{name}"
         );
         assert_eq!(r.metadata.labels, applied.metadata.labels);

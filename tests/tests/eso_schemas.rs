@@ -14,10 +14,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use secretbundle_api::SecretBundle;
+use secretbundle_controller::applied::is_subset;
 use secretbundle_controller::eso::{
     self, Capabilities, EXTERNAL_SECRET_CRD, EsoKind, Release, ServedSchema, features,
 };
-use secretbundle_controller::reconcile::apply::is_subset;
 use secretbundle_controller::reconcile::render::render;
 use secretbundle_tests::{ControlPlane, apply_crds, eso as fixtures, kubectl_with, repo_root};
 use serde::Deserialize;

@@ -326,7 +326,7 @@ fn comparable(
             m.remove(k);
         }
         if let Some(a) = m.get_mut("annotations").and_then(|a| a.as_object_mut()) {
-            a.remove(secretbundle_controller::reconcile::apply::APPLIED_HASH_ANNOTATION);
+            a.remove(secretbundle_controller::applied::APPLIED_HASH_ANNOTATION);
         }
         for o in m
             .get_mut("ownerReferences")

@@ -13,6 +13,7 @@
 //! [`reason`], `error`, `metrics`, [`limit`], [`shard`], `backoff`, `task`), which use no stage.
 //! docs/architecture.md has the details, and the one import still left pointing the other way.
 
+pub mod applied;
 mod backoff;
 pub mod cache;
 mod error;

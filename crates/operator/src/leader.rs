@@ -142,19 +142,20 @@ enum Renewal {
 
 impl Elector {
     /// `client` must not be fenced: the elector writes the Lease while the controller may not.
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> Self {
+    /// Each renewal's latency goes to `renewals` (the operator's metric).
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        renewals: Histogram,
+    ) -> Self {
         Elector {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             identity: identity.into(),
-            renewals: renewal_histogram(),
+            renewals,
         }
-    }
-
-    /// Records each renewal's latency in `renewals` (see [`renewal_histogram`]).
-    pub fn timing_renewals(mut self, renewals: Histogram) -> Self {
-        self.renewals = renewals;
-        self
     }
 
     /// Waits until this replica holds the Lease; `None` if `stop` fires first.
@@ -277,13 +278,6 @@ impl Elector {
             .await
             .map(drop)
     }
-}
-
-/// Renewal latency, in buckets fine enough below the renew deadline to read a p99 from.
-pub fn renewal_histogram() -> Histogram {
-    Histogram::new([
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
-    ])
 }
 
 fn holder(lease: &Lease) -> Option<&str> {

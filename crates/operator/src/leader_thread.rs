@@ -87,8 +87,7 @@ async fn elect(
             return;
         }
     };
-    let elector =
-        Elector::new(client, &c.namespace, &c.lease, &c.identity).timing_renewals(c.renewals);
+    let elector = Elector::new(client, &c.namespace, &c.lease, &c.identity, c.renewals);
     let Some(leader) = elector.acquire(&mut stop).await else {
         let _ = acquired.send(Ok(None));
         return;

@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::cli::{LogFormat, RunArgs};
 use crate::http::{self, Http};
-use crate::leader::{self, Fence, FenceLayer};
+use crate::leader::{Fence, FenceLayer};
 use crate::leader_thread::{self, Candidate, Leader};
 use crate::reach::{Reach, ReachLayer};
 
@@ -25,12 +25,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("loading kubeconfig or in-cluster config")?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
-    let renewals = leader::renewal_histogram();
-    registry.register(
-        "secretbundle_leader_renewal_seconds",
-        "Time from sending a Lease renewal to its answer",
-        renewals.clone(),
-    );
     let ready = Arc::new(AtomicBool::new(false));
     let reach = Reach::default();
     let http = Http {
@@ -61,7 +55,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             namespace: args.lease_namespace.clone(),
             lease: args.lease_name.clone(),
             identity: identity.clone(),
-            renewals,
+            renewals: metrics.leader_renewals(),
         };
         info!(identity, lease = args.lease_name, "waiting for leadership");
         let Some(leader) = leader_thread::acquire(candidate, stop.clone()).await? else {

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use secretbundle_api::{BUNDLE_LABEL, SecretBundle};
+use secretbundle_controller::applied::APPLIED_HASH_ANNOTATION;
 use secretbundle_controller::eso::{EsoKind, EsoVersion};
-use secretbundle_controller::reconcile::apply::APPLIED_HASH_ANNOTATION;
 use serde::Serialize;
 use serde_json::json;
 
@@ -270,7 +270,7 @@ impl Snapshot {
                 let k = (ns.clone(), o.name_any());
                 let hash = o.annotations().get(APPLIED_HASH_ANNOTATION);
                 old_hashes += usize::from(
-                    hash.is_some_and(|h| secretbundle_controller::reconcile::hash::is_legacy(h)),
+                    hash.is_some_and(|h| secretbundle_controller::applied::hash::is_legacy(h)),
                 );
                 generations.insert(k.clone(), format!("{:?}", o.metadata.generation));
                 children.insert(k, o.resource_version().context("no resourceVersion")?);

@@ -19,8 +19,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::mirror::Cached;
+use crate::applied::{APPLIED_HASH_ANNOTATION, is_legacy_hash_of, is_subset};
 use crate::error::Error;
-use crate::reconcile::apply::{APPLIED_HASH_ANNOTATION, is_legacy_hash_of, is_subset};
 
 /// Kept client-side by `kubectl apply`: the whole object again, never needed here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -301,7 +301,7 @@ impl Child {
         if self.verified.get().is_some_and(|v| **v == **hash) {
             return Ok(true);
         }
-        // An older release's hash of the same `want` (see crate::reconcile::hash) is as good as
+        // An older release's hash of the same `want` (see crate::applied::hash) is as good as
         // ours: an upgrade must not rewrite converged children just to restamp them.
         let stamped = match get(&self.annotations, APPLIED_HASH_ANNOTATION) {
             Some(have) if have == hash.as_str() => None,

@@ -4,8 +4,8 @@ use kube::api::DynamicObject;
 use serde_json::json;
 
 use super::*;
+use crate::applied::{as_v0_1_0, with_hash};
 use crate::eso::{EsoKind, EsoVersion};
-use crate::reconcile::apply::{as_v0_1_0, with_hash};
 
 fn want(interval: &str) -> DynamicObject {
     let ar = EsoKind::ExternalSecret.api_resource(EsoVersion::V1);
@@ -99,7 +99,7 @@ fn a_legacy_format_hash_of_other_content_does_not_match() {
     let w = want("1h");
     let mut forged = as_v0_1_0(&w);
     forged.annotations_mut().insert(
-        crate::reconcile::apply::APPLIED_HASH_ANNOTATION.into(),
+        crate::applied::APPLIED_HASH_ANNOTATION.into(),
         "0123456789abcdef".into(),
     );
     let c = live(&forged, 1, "10", json!({"refreshInterval": "1h"}));

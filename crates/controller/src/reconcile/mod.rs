@@ -3,7 +3,7 @@
 pub mod apply;
 pub mod gates;
 mod handover;
-pub mod hash;
+
 pub mod observe;
 pub mod render;
 
