@@ -114,6 +114,8 @@ pub struct StatusWriter {
     shard: Option<Selector>,
     queue: Mutex<Queue>,
     wake: Notify,
+    /// Told whenever the last write in flight finishes ([`StatusWriter::drained`]).
+    idle: Notify,
 }
 
 impl StatusWriter {
@@ -132,6 +134,7 @@ impl StatusWriter {
             shard,
             queue: Mutex::default(),
             wake: Notify::new(),
+            idle: Notify::new(),
         })
     }
 
@@ -213,6 +216,9 @@ impl StatusWriter {
             let result = self.write(&name, &pending).await;
             let mut q = self.queue();
             q.busy.remove(&name);
+            if q.busy.is_empty() {
+                self.idle.notify_waiters();
+            }
             if let Err(e) = result {
                 self.metrics
                     .status_write_failed(crate::error::kube_category(&e));
@@ -350,8 +356,13 @@ impl StatusWriter {
 
     /// After `stop`: returns once no write is in flight.
     pub async fn drained(&self) {
-        while !self.idle() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        loop {
+            // Registered before looking, so a write that ends in between is not missed.
+            let idle = self.idle.notified();
+            if self.idle() {
+                return;
+            }
+            idle.await;
         }
     }
 }

@@ -305,3 +305,24 @@ fn the_cache_has_caught_up_once_it_holds_the_written_version() {
     assert!(!caught_up(None, Some("12")));
     assert!(caught_up(Some("x"), Some("x")));
 }
+
+/// Shutdown waits for the write in flight, and no longer: `drained` wakes when it is answered.
+#[tokio::test(start_paused = true)]
+async fn drained_returns_once_the_write_in_flight_is_answered() {
+    let mut api = Api::start(None);
+    api.report(Reason::Ready);
+    let (ex, _) = api.patch().await;
+    api.writer.stop();
+    let writer = api.writer.clone();
+    let mut drained = tokio::spawn(async move { writer.drained().await });
+    // Paused time: an hour passes at once while the patch is unanswered; still not drained.
+    let early = tokio::time::timeout(Duration::from_secs(3600), &mut drained).await;
+    assert!(early.is_err(), "drained before the write was answered");
+    api.accept(ex);
+    // The write ends with the bundle's event, which `next` answers.
+    tokio::select! {
+        done = drained => done.expect("task"),
+        other = api.next() => panic!("not drained; next request: {:?}", other.map(|e| e.path().to_string())),
+    }
+    assert!(api.writer.idle());
+}
