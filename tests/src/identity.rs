@@ -26,7 +26,7 @@ pub const SERVICE_ACCOUNT: &str = "secretbundle-operator";
 /// The name the audit log records for the operator.
 pub const USER: &str = "system:serviceaccount:secretbundle-test-identity:secretbundle-operator";
 /// A copy of the shipped rules under another name, so installing the chart does not clash.
-const ROLE: &str = "secretbundle-operator-under-test";
+pub const ROLE: &str = "secretbundle-operator-under-test";
 
 /// Resources the operator may write (create, update, patch, delete).
 const WRITABLE: [&str; 4] = ["secretbundles", "externalsecrets", "events", "leases"];
