@@ -123,3 +123,24 @@ pub fn audit_violations_of(audit_log: &Path, user: &str) -> Result<Vec<String>> 
     }
     Ok(found.into_iter().collect())
 }
+
+/// Every request by `user` that can change something (not get, list or watch), logged after
+/// byte `offset` of the audit log: `"<verb> <requestURI>"`, in order.
+pub fn writes_after(audit_log: &Path, offset: u64, user: &str) -> Result<Vec<String>> {
+    let text =
+        std::fs::read(audit_log).with_context(|| format!("reading {}", audit_log.display()))?;
+    let start = usize::try_from(offset)?.min(text.len());
+    let mut out = Vec::new();
+    for line in String::from_utf8_lossy(&text[start..]).lines() {
+        let e: serde_json::Value = serde_json::from_str(line)?;
+        let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
+        let verb = s("/verb");
+        if s("/user/username") == user
+            && s("/stage") == "ResponseComplete"
+            && !matches!(verb, "get" | "list" | "watch")
+        {
+            out.push(format!("{verb} {}", s("/requestURI")));
+        }
+    }
+    Ok(out)
+}

@@ -10,7 +10,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use secretbundle_api::{MANAGER, SecretBundle};
 use secretbundle_controller::eso::EsoVersion;
 use secretbundle_faults::Plan;
-use secretbundle_tests::{Env, eso, faults, simple_bundle, wait};
+use secretbundle_tests::{Env, eso, faults, identity, simple_bundle, wait};
 use serde_json::json;
 
 const NS: &str = "observability";
@@ -192,6 +192,7 @@ async fn nothing_is_written_when_nothing_changed() -> anyhow::Result<()> {
             .unwrap_or(0)
     };
     let before = reconciles(&env);
+    let offset = std::fs::metadata(env.cp.audit_log())?.len();
     let label = json!({"metadata": {"labels": {"team": "platform"}}});
     let touched = env
         .bundles()
@@ -216,6 +217,27 @@ async fn nothing_is_written_when_nothing_changed() -> anyhow::Result<()> {
         es.get("grafana").await?.resource_version(),
         child.resource_version(),
         "child not rewritten"
+    );
+    // The status writer runs apart from reconciles: a write it would wrongly make could still be
+    // queued. A marker bundle's first status is written after anything queued before it, so once
+    // it shows, the audit log holds every write made for the reconcile above.
+    env.apply_bundle(&simple_bundle("marker", NS, &["marker"]))
+        .await?;
+    wait::bundle_reason(&env.bundles(), "marker", "SecretsNotReady").await?;
+    let writes = identity::writes_after(&env.cp.audit_log(), offset, identity::USER)?;
+    let quiet: Vec<&String> = writes
+        .iter()
+        .filter(|w| w.contains("/secretbundles/quiet") || w.contains("/externalsecrets/grafana"))
+        .collect();
+    assert!(
+        quiet.is_empty(),
+        "written for an unchanged bundle: {quiet:#?}"
+    );
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.contains("/secretbundles/marker/status")),
+        "the marker's status is in the log: {writes:#?}"
     );
     env.assert_statuses_true().await?;
     Ok(())
