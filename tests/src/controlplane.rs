@@ -108,7 +108,23 @@ impl ControlPlane {
         Self::start_with(Options::default()).await
     }
 
+    /// [`ControlPlane::start`] with `options`. A port picked free can be taken by another
+    /// process before etcd or kube-apiserver binds it (the machine is shared): that start is
+    /// retried on new ports, a few times.
     pub async fn start_with(options: Options) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(options).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    eprintln!("control plane start {attempt}: a port was taken, retrying: {e:#}");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(options: Options) -> Result<Self> {
         let assets = assets()?;
         let slot = crate::slots::acquire().await?;
         let dir = tempfile::Builder::new()

@@ -66,6 +66,7 @@ fn why(output: &str) -> String {
         out.extend(
             section
                 .skip(start.unwrap_or(0))
+                .take_while(|l| !is_backtrace(l))
                 .filter(|l| !l.trim().is_empty())
                 .take(PER_TEST)
                 .map(|l| format!("  {l}")),
@@ -86,6 +87,14 @@ fn why(output: &str) -> String {
     }
     out.truncate(TOTAL);
     out.join("\n")
+}
+
+/// Where a failure's own words end: the backtrace (a panic's or anyhow's) and libtest's hint.
+fn is_backtrace(line: &str) -> bool {
+    let l = line.trim_start();
+    l.starts_with("stack backtrace:")
+        || l.starts_with("Stack backtrace:")
+        || l.starts_with("note: ")
 }
 
 #[cfg(test)]
@@ -120,6 +129,7 @@ error: test failed, to rerun pass `-p secretbundle-tests --test gates`
         let why = s.why.unwrap();
         assert!(why.starts_with("b:\n  Error: bundle b never"), "{why}");
         assert!(!why.contains("WARN"), "{why}");
+        assert!(!why.contains("backtrace"), "{why}");
     }
 
     #[test]
