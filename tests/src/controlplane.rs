@@ -108,7 +108,23 @@ impl ControlPlane {
         Self::start_with(Options::default()).await
     }
 
+    /// [`ControlPlane::start`] with `options`. A port picked free can be taken by another
+    /// process before etcd or kube-apiserver binds it (the machine is shared): that start is
+    /// retried on new ports, a few times.
     pub async fn start_with(options: Options) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(options).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    eprintln!("control plane start {attempt}: a port was taken, retrying: {e:#}");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(options: Options) -> Result<Self> {
         let assets = assets()?;
         let slot = crate::slots::acquire().await?;
         let dir = tempfile::Builder::new()
@@ -363,6 +379,18 @@ impl ControlPlane {
         Ok(path)
     }
 
+    /// The apiserver's Kubernetes minor ("1.34"), from its `/version` (the binaries
+    /// `hack/controlplane.sh` builds are stamped with their release, so this names the pin).
+    pub async fn minor(&self) -> Result<String> {
+        let info = self.client().await?.apiserver_version().await?;
+        minor_of(&info.git_version).with_context(|| {
+            format!(
+                "/version reports {:?} (major {:?}, minor {:?}): no release stamped",
+                info.git_version, info.major, info.minor
+            )
+        })
+    }
+
     /// The apiserver's port.
     pub fn port(&self) -> u16 {
         self.url
@@ -419,6 +447,15 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// "1.34" from a release version like "v1.34.4" (or "v1.34.4+abc"); `None` for an
+/// unstamped build's "v0.0.0-master+$Format:%H$".
+fn minor_of(git_version: &str) -> Option<String> {
+    let mut parts = git_version.strip_prefix('v')?.splitn(3, '.');
+    let (major, minor) = (parts.next()?, parts.next()?);
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    (numeric(major) && numeric(minor) && major != "0").then(|| format!("{major}.{minor}"))
 }
 
 /// A POST to etcd's JSON gateway (plain HTTP on its client port); returns the JSON answer.
@@ -490,5 +527,19 @@ impl Drop for ControlPlane {
         {
             eprintln!("control plane files kept in {}", dir.keep().display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minor_of;
+
+    #[test]
+    fn the_minor_is_read_from_a_stamped_release_only() {
+        assert_eq!(minor_of("v1.34.4").as_deref(), Some("1.34"));
+        assert_eq!(minor_of("v1.37.2+k3s1").as_deref(), Some("1.37"));
+        assert_eq!(minor_of("v0.0.0-master+$Format:%H$"), None);
+        assert_eq!(minor_of("1.34.4"), None);
+        assert_eq!(minor_of("v1"), None);
     }
 }

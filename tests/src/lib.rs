@@ -16,6 +16,7 @@ pub mod pki;
 pub mod pod;
 pub mod process;
 pub mod proxy;
+pub mod skew;
 pub mod slots;
 pub mod stack;
 pub mod strategies;
