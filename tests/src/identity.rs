@@ -88,8 +88,6 @@ pub async fn operator_config(cp: &ControlPlane, admin: &Client) -> Result<Config
     Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
 }
 
-/// Everything the operator did that it must never do, from the apiserver's audit log: any
-/// request about Secrets, and any write outside its own kinds. Empty when all is well.
 /// A token for ServiceAccount `ns/name`, issued by TokenRequest (as the kubelet would mount it).
 pub async fn service_account_token(admin: &Client, ns: &str, name: &str) -> Result<String> {
     Api::<ServiceAccount>::namespaced(admin.clone(), ns)
@@ -100,6 +98,8 @@ pub async fn service_account_token(admin: &Client, ns: &str, name: &str) -> Resu
         .with_context(|| format!("TokenRequest for {ns}/{name} returned no token"))
 }
 
+/// Everything the operator did that it must never do, from the apiserver's audit log: any
+/// request about Secrets, and any write outside its own kinds. Empty when all is well.
 pub fn audit_violations(audit_log: &Path) -> Result<Vec<String>> {
     audit_violations_of(audit_log, USER)
 }
@@ -124,23 +124,51 @@ pub fn audit_violations_of(audit_log: &Path, user: &str) -> Result<Vec<String>> 
     Ok(found.into_iter().collect())
 }
 
-/// Every request by `user` that can change something (not get, list or watch), logged after
-/// byte `offset` of the audit log: `"<verb> <requestURI>"`, in order.
-pub fn writes_after(audit_log: &Path, offset: u64, user: &str) -> Result<Vec<String>> {
-    let text =
-        std::fs::read(audit_log).with_context(|| format!("reading {}", audit_log.display()))?;
-    let start = usize::try_from(offset)?.min(text.len());
-    let mut out = Vec::new();
-    for line in String::from_utf8_lossy(&text[start..]).lines() {
+/// A request of one user that the apiserver carried out, from its audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub verb: String,
+    /// `resource` or `resource/subresource`.
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+    /// The Pod the user's token is bound to (`authentication.kubernetes.io/pod-name`), if any.
+    pub pod: Option<String>,
+}
+
+/// The writes (not get, list, watch) of `user` that succeeded, in the order they completed.
+pub fn audit_writes_of(audit_log: &Path, user: &str) -> Result<Vec<Write>> {
+    let text = std::fs::read_to_string(audit_log)
+        .with_context(|| format!("reading {}", audit_log.display()))?;
+    let mut writes = Vec::new();
+    for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
         let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
+        let code = e.pointer("/responseStatus/code").and_then(|c| c.as_i64());
         let verb = s("/verb");
-        if s("/user/username") == user
-            && s("/stage") == "ResponseComplete"
-            && !matches!(verb, "get" | "list" | "watch")
+        if s("/user/username") != user
+            || s("/stage") != "ResponseComplete"
+            || !code.is_some_and(|c| (200..300).contains(&c))
+            || matches!(verb, "get" | "list" | "watch")
         {
-            out.push(format!("{verb} {}", s("/requestURI")));
+            continue;
         }
+        let sub = s("/objectRef/subresource");
+        let resource = s("/objectRef/resource");
+        writes.push(Write {
+            verb: verb.into(),
+            resource: if sub.is_empty() {
+                resource.into()
+            } else {
+                format!("{resource}/{sub}")
+            },
+            namespace: s("/objectRef/namespace").into(),
+            name: s("/objectRef/name").into(),
+            pod: e
+                .pointer("/user/extra/authentication.kubernetes.io~1pod-name/0")
+                .and_then(|v| v.as_str())
+                .map(String::from),
+        });
     }
-    Ok(out)
+    Ok(writes)
 }

@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use tempfile::TempDir;
 
 use crate::controlplane::{built, free_port};
+use crate::pod::ImageConfig;
 use crate::repo_root;
 use crate::stack::Proc;
 
@@ -92,6 +93,12 @@ impl Registry {
         let layout = image_dir()?.join("layout");
         self.crane(&["push", &layout.to_string_lossy(), &reference])?;
         Ok(reference)
+    }
+
+    /// The parts of the image's config a runtime starts its containers from.
+    pub fn image_config(&self, reference: &str) -> Result<ImageConfig> {
+        let config: serde_json::Value = serde_json::from_str(&self.crane(&["config", reference])?)?;
+        Ok(serde_json::from_value(config["config"].clone())?)
     }
 
     /// The image's filesystem, as a runtime unpacks it, in a new directory under `into`.
