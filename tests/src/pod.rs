@@ -61,6 +61,7 @@ pub struct ImageConfig {
 /// A running container of one Pod; killed on drop.
 pub struct PodRun {
     pub name: String,
+    /// The container's process: unshare, the script, env and capsh each exec the next.
     pub pid: u32,
     child: Child,
     // Held for the pod's life: podnet exits when it closes.

@@ -7,7 +7,7 @@
 //! status as ESO would.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -118,6 +118,20 @@ impl Installed {
 
     fn writes(&self) -> Result<Vec<Write>> {
         identity::audit_writes_of(&self.cp.audit_log(), USER)
+    }
+
+    /// [`Installed::writes`] once `done` holds for them (or at the deadline, for the caller's
+    /// assert to show): the apiserver logs a request after answering it, so a change a watch
+    /// has seen may not be in the log yet.
+    async fn writes_until(&self, done: impl Fn(&[Write]) -> bool) -> Result<Vec<Write>> {
+        let deadline = Instant::now() + wait::TIMEOUT;
+        loop {
+            let writes = self.writes()?;
+            if done(&writes) || Instant::now() > deadline {
+                return Ok(writes);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Applies a one-secret bundle for namespace `ns` (created), waits for its ExternalSecret,
@@ -234,24 +248,22 @@ async fn the_chart_pod_reconciles_with_the_chart_rbac_confined_as_declared() -> 
         .with_context(|| format!("{} log:\n{}", run.name, run.log()))?;
     eprintln!("bundle reconciled in {:?}", t1.elapsed());
     // The pod did it, with the chart's identity and nothing more.
-    let writes = installed.writes()?;
-    for (verb, resource, ns, name) in [
+    let expected = [
         ("patch", "externalsecrets", "apps", "db"),
         ("patch", "secretbundles/status", "", "payments"),
         ("create", "leases", NS, LEASE),
-    ] {
-        let w = writes
-            .iter()
-            .find(|w| {
-                (
-                    w.verb.as_str(),
-                    w.resource.as_str(),
-                    w.namespace.as_str(),
-                    w.name.as_str(),
-                ) == (verb, resource, ns, name)
-            })
-            .with_context(|| format!("no {verb} {resource} {ns}/{name} by {USER}: {writes:#?}"))?;
-        assert_eq!(w.pod.as_deref(), Some(run.name.as_str()), "{w:?}");
+    ];
+    let find = |writes: &[Write], (verb, resource, ns, name): (&str, &str, &str, &str)| {
+        writes.iter().position(|w| {
+            (&*w.verb, &*w.resource, &*w.namespace, &*w.name) == (verb, resource, ns, name)
+        })
+    };
+    let writes = installed
+        .writes_until(|ws| expected.iter().all(|e| find(ws, *e).is_some()))
+        .await?;
+    for e in expected {
+        let i = find(&writes, e).with_context(|| format!("no {e:?} by {USER}: {writes:#?}"))?;
+        assert_eq!(writes[i].pod.as_deref(), Some(run.name.as_str()), "{e:?}");
     }
     let violations = identity::audit_violations_of(&installed.cp.audit_log(), USER)?;
     assert!(violations.is_empty(), "{violations:#?}");
@@ -366,12 +378,20 @@ async fn two_replicas_elect_one_leader_and_the_standby_takes_over() -> Result<()
     let (port, path) = pod::http_probe(c, c.readiness_probe.as_ref())?;
     runs[1 - li].await_ok(port, &path).await?;
     installed.reconciled("after", "apps2").await?;
+    let after_bundle = |w: &Write| w.namespace == "apps2" || w.name == "after";
     let after: Vec<Write> = installed
-        .writes()?
+        .writes_until(|ws| {
+            ws.iter()
+                .any(|w| after_bundle(w) && w.resource == "secretbundles/status")
+        })
+        .await?
         .into_iter()
-        .filter(|w| w.namespace == "apps2" || w.name == "after")
+        .filter(after_bundle)
         .collect();
-    assert!(!after.is_empty());
+    assert!(
+        after.iter().any(|w| w.resource == "externalsecrets"),
+        "{after:#?}"
+    );
     assert!(
         after
             .iter()
