@@ -32,8 +32,8 @@ pub type Rate = Option<(u32, u32)>;
 pub const DEFAULT_RATE: Rate = Some((50, 100));
 
 fn rate_args(rate: Rate) -> Vec<String> {
-    // "Unthrottled" is a limit far above what two cores can send.
-    let (qps, burst) = rate.unwrap_or((1_000_000, 1_000_000));
+    // "Unthrottled" is the highest limit the CLI accepts, far above what two cores can send.
+    let (qps, burst) = rate.unwrap_or((100_000, 100_000));
     vec![format!("--qps={qps}"), format!("--burst={burst}")]
 }
 
