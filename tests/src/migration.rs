@@ -81,13 +81,17 @@ impl Helm {
 
 /// Runs `program args` with `stdin` piped in; the whole output, whatever the exit status.
 pub fn run_with_stdin(program: &Path, args: &[&str], stdin: &str) -> Result<Output> {
-    let mut child = Command::new(program)
-        .args(args)
+    pipe(Command::new(program).args(args), stdin)
+        .with_context(|| format!("running {}", program.display()))
+}
+
+/// Runs `cmd` with `stdin` piped in; the whole output, whatever the exit status.
+pub fn pipe(cmd: &mut Command, stdin: &str) -> Result<Output> {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
+        .spawn()?;
     child
         .stdin
         .take()

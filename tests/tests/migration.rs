@@ -8,8 +8,7 @@
 //! A transcription that drops one field is caught by the same check.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, ensure};
@@ -21,7 +20,7 @@ use secretbundle_controller::eso::{EsoKind, EsoVersion};
 use secretbundle_tests::eso::main_managers;
 use secretbundle_tests::migration::{
     Helm, Key, MoveReport, RELEASES, Recorder, SecretWrite, Version, audit_offset, chart,
-    check_move, release, run_with_stdin, secret_writes,
+    check_move, pipe, release, run_with_stdin, secret_writes,
 };
 use secretbundle_tests::process::operator_bin;
 use secretbundle_tests::stack::{OpenBao, Stack};
@@ -156,22 +155,15 @@ fn bundles_of(yaml: &str) -> Result<Vec<SecretBundle>> {
         .collect()
 }
 
-/// `secretbundle-operator diff -f -` of `yaml` against the cluster: exit code and stdout.
+/// `secretbundle-operator diff -f -` of `yaml` against the cluster: exit code and output.
 fn diff_from_stdin(s: &Stack, yaml: &str) -> Result<(Option<i32>, String)> {
-    let mut child = Command::new(operator_bin())
-        .env("KUBECONFIG", s.env.cp.kubeconfig_path()?)
-        .args(["diff", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run `cargo build --bins` first")?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(yaml.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = pipe(
+        Command::new(operator_bin())
+            .env("KUBECONFIG", s.env.cp.kubeconfig_path()?)
+            .args(["diff", "-f", "-"]),
+        yaml,
+    )
+    .context("run `cargo build --bins` first")?;
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     Ok((out.status.code(), text.into_owned()))
 }

@@ -78,12 +78,23 @@ struct WireFields {
 }
 
 impl WireManager {
-    /// Another writer (Helm, kubectl) of the main resource co-owns fields of the spec.
     fn claims_spec(&self) -> bool {
-        self.manager.as_deref() != Some(MANAGER)
-            && self.subresource.as_deref().unwrap_or_default().is_empty()
-            && self.fields.as_ref().is_some_and(|f| f.spec.is_some())
+        other_claims_spec(
+            self.manager.as_deref(),
+            self.subresource.as_deref(),
+            self.fields.as_ref().is_some_and(|f| f.spec.is_some()),
+        )
     }
+}
+
+/// Whether a managedFields entry (its manager, subresource, and whether its fields include
+/// `f:spec`) is another writer (Helm, kubectl) of the main resource co-owning the spec.
+pub(crate) fn other_claims_spec(
+    manager: Option<&str>,
+    subresource: Option<&str>,
+    has_spec: bool,
+) -> bool {
+    manager != Some(MANAGER) && subresource.unwrap_or_default().is_empty() && has_spec
 }
 
 impl From<Wire> for EsObject {

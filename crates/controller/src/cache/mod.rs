@@ -16,6 +16,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use secretbundle_api::SecretBundle;
 
+pub(crate) use child::other_claims_spec;
 pub use child::{Child, ChildCondition, EsObject, Foreign};
 pub use index::{ChildKey, Index, StoreId, store_ids};
 pub use mirror::{Cached, Changed, Mirror};

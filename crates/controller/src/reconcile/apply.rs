@@ -159,11 +159,11 @@ impl One<'_> {
                 let other = c.bundle().unwrap_or_default();
                 Outcome::Conflict(managed_by_other(ns, &name, other))
             }
-            // As wanted, but adopted before the hand-over (an older release) or claimed anew.
-            Current::Labelled(c) if c.matches(&want)? && c.shares_spec() => {
-                self.hand_over(key, &want, c).await?
-            }
-            Current::Labelled(c) if c.matches(&want)? => Outcome::Current(c),
+            // As wanted; still shared if adopted before the hand-over existed or claimed anew.
+            Current::Labelled(c) if c.matches(&want)? => match c.shares_spec() {
+                true => self.hand_over(key, &want, c).await?,
+                false => Outcome::Current(c),
+            },
             // Ours: fields another manager changed by hand are drift, ours to restore.
             Current::Labelled(_) => self.write(key, want, forced).await?,
             // Ours with its labels removed by hand, or adopted (adoption is for objects no bundle

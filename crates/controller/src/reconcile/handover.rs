@@ -9,7 +9,7 @@ use kube::api::{Api, Patch, PatchParams};
 use secretbundle_api::MANAGER;
 use serde_json::json;
 
-use crate::cache::EsObject;
+use crate::cache::{EsObject, other_claims_spec};
 
 /// Attempts when the object changes between reading its managers and writing them.
 const ATTEMPTS: usize = 3;
@@ -56,11 +56,11 @@ fn kept(entries: &[ManagedFieldsEntry]) -> Vec<&ManagedFieldsEntry> {
     entries
         .iter()
         .filter(|e| {
-            e.manager.as_deref() == Some(MANAGER)
-                || !e.subresource.as_deref().unwrap_or_default().is_empty()
-                || e.fields_v1
-                    .as_ref()
-                    .is_none_or(|f| f.0.get("f:spec").is_none())
+            let has_spec = e
+                .fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:spec").is_some());
+            !other_claims_spec(e.manager.as_deref(), e.subresource.as_deref(), has_spec)
         })
         .collect()
 }

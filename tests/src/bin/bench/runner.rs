@@ -141,11 +141,8 @@ impl Measured {
 
     /// The sum over every series of an operator metric (e.g. `secretbundle_reconciles_total`).
     pub fn metric_sum(&self, name: &str) -> f64 {
-        let Some(port) = self.port else { return 0.0 };
-        let Ok((_, body)) = http_get(port, "/metrics") else {
-            return 0.0;
-        };
-        body.lines()
+        self.metrics_page()
+            .lines()
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
