@@ -188,6 +188,9 @@ impl ControlPlane {
                     p.join("audit-policy.yaml").display()
                 ),
                 format!("--audit-log-path={}", cp.audit_log().display()),
+                // 0: one plain file. The default (100 MB, then rotated) loses what a test
+                // counts from a mark once a large run writes more than that.
+                "--audit-log-maxsize=0".into(),
             ]);
         }
         if options.no_watch_cache {
@@ -241,6 +244,14 @@ impl ControlPlane {
             .stderr(log)
             .spawn()
             .context("starting kube-apiserver")
+    }
+
+    /// The process ids of kube-apiserver and etcd, for benchmarks that read their CPU time.
+    pub fn server_pids(&self) -> (Option<u32>, Option<u32>) {
+        (
+            self.apiserver.as_ref().map(Child::id),
+            self.etcd.as_ref().map(Child::id),
+        )
     }
 
     /// Stops kube-apiserver (SIGKILL: an outage, not a graceful drain). etcd keeps running.

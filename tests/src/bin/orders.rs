@@ -79,6 +79,8 @@ async fn main() -> Result<()> {
             // Not a failure of the order, but the bench is no longer clean: start afresh.
             if let Some(e) = &out.reset_error {
                 println!("  seed {seed}: {e}; the next order gets a new control plane");
+                // Its control plane holds a slot: free it first, or the new one waits forever.
+                drop(bench);
                 bench = Bench::start().await?;
                 bench.fault_rate = args.fault_rate;
             }

@@ -57,6 +57,17 @@ pub fn tally(
 ) -> Result<Tally> {
     let text =
         std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    // The file must cover the whole window, or writes in a rotated-away part would go uncounted.
+    let first: serde_json::Value =
+        serde_json::from_str(text.lines().next().context("empty audit log")?)?;
+    anyhow::ensure!(
+        first["requestReceivedTimestamp"]
+            .as_str()
+            .unwrap_or_default()
+            <= since,
+        "{} starts after {since}: the audit log was rotated, so writes could be missed",
+        log.display()
+    );
     let mut t = Tally::default();
     for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
