@@ -74,8 +74,13 @@ pub struct SecretBundleSpec {
     /// The ExternalSecrets, one per entry, keyed by `name`.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    // Names are unique (the list's key), so only an explicit targetName can collide: each one
+    // must be the Secret of exactly one entry. Equivalent to comparing every pair, but linear
+    // when targetName is rare: the pairwise rule ran on every write of a bundle, status and
+    // metadata too, and doubled its cost (73 vs 38 ms of apiserver CPU at 20 entries, bench
+    // step `cost`).
     #[x_kube(validation = Rule::new(
-        "self.all(x, self.exists_one(y, (has(y.targetName) ? y.targetName : y.name) == (has(x.targetName) ? x.targetName : x.name)))"
+        "self.all(x, !has(x.targetName) || self.exists_one(y, (has(y.targetName) ? y.targetName : y.name) == x.targetName))"
     ).message("two entries write the same Secret: targetName (or name, when targetName is unset) must be unique in a bundle"))]
     pub secrets: Vec<BundleSecret>,
 }
