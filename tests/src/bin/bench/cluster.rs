@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::str::FromStr as _;
 
 use anyhow::{Context as _, Result};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -128,30 +129,69 @@ impl Cluster {
         std::fs::metadata(self.cp.audit_log()).map_or(0, |m| m.len())
     }
 
-    /// Requests `who` sent since `mark`, by verb (a watch counts once, when it starts).
+    /// Requests `who` sent since `mark`, by verb (a watch counts once, when it starts), and by
+    /// kind (verb, resource, subresource) with the apiserver's time to answer each.
     pub fn requests(&self, who: &str, mark: u64) -> Result<Requests> {
         let bytes = std::fs::read(self.cp.audit_log())?;
+        anyhow::ensure!(
+            bytes.len() as u64 >= mark,
+            "the audit log shrank below its mark: rotated, so requests would go uncounted"
+        );
         let start = usize::try_from(mark).unwrap_or(usize::MAX).min(bytes.len());
         let user = format!("system:serviceaccount:default:{who}");
         let mut seen = BTreeSet::new();
-        let mut by_verb = BTreeMap::<String, u64>::new();
+        let mut out = Requests::default();
         for line in String::from_utf8_lossy(&bytes[start..]).lines() {
             let Ok(e) = serde_json::from_str::<Value>(line) else {
                 continue;
             };
             let s = |p: &str| e.pointer(p).and_then(Value::as_str).unwrap_or_default();
-            if s("/user/username") != user || !seen.insert(s("/auditID").to_string()) {
+            if s("/user/username") != user {
                 continue;
             }
-            *by_verb.entry(s("/verb").to_string()).or_default() += 1;
+            let verb = s("/verb");
+            let kind = match s("/objectRef/subresource") {
+                "" => format!("{verb} {}", s("/objectRef/resource")),
+                sub => format!("{verb} {}/{sub}", s("/objectRef/resource")),
+            };
+            if seen.insert(s("/auditID").to_string()) {
+                *out.by_verb.entry(verb.to_string()).or_default() += 1;
+                out.by_kind.entry(kind.clone()).or_default().0 += 1;
+            }
+            if s("/stage") == "ResponseComplete" && verb != "watch" {
+                let ms = millis_between(s("/requestReceivedTimestamp"), s("/stageTimestamp"));
+                out.by_kind.entry(kind).or_default().1 += ms;
+            }
         }
-        Ok(Requests { by_verb })
+        Ok(out)
     }
+
+    /// CPU seconds kube-apiserver and etcd have used so far.
+    pub fn server_cpu(&self) -> Result<(f64, f64)> {
+        let (apiserver, etcd) = self.cp.server_pids();
+        let cpu = |pid: Option<u32>| -> Result<f64> {
+            let pid = pid.context("server not running")?;
+            crate::runner::cpu_seconds(&format!("/proc/{pid}/stat"))
+        };
+        Ok((cpu(apiserver)?, cpu(etcd)?))
+    }
+}
+
+/// Milliseconds between two audit timestamps (RFC 3339, microseconds).
+fn millis_between(from: &str, to: &str) -> f64 {
+    let parse = |t: &str| {
+        k8s_openapi::jiff::Timestamp::from_str(t)
+            .map(|t| t.as_microsecond() as f64 / 1000.0)
+            .unwrap_or(f64::NAN)
+    };
+    parse(to) - parse(from)
 }
 
 #[derive(Debug, Default)]
 pub struct Requests {
     pub by_verb: BTreeMap<String, u64>,
+    /// "verb resource[/subresource]" -> (requests, sum of the apiserver's milliseconds).
+    pub by_kind: BTreeMap<String, (u64, f64)>,
 }
 
 impl Requests {
@@ -165,6 +205,17 @@ impl Requests {
             .filter(|(v, _)| matches!(v.as_str(), "create" | "update" | "patch" | "delete"))
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// Into `m`: `{key}.requests.<kind>` and `{key}.request_ms.<kind>` (mean).
+    pub fn record(&self, m: &mut crate::scenarios::Metrics, key: &str) {
+        for (kind, (n, ms)) in &self.by_kind {
+            let kind = kind.replace(' ', "_");
+            m.insert(format!("{key}.requests.{kind}"), *n as f64);
+            if !kind.starts_with("watch") {
+                m.insert(format!("{key}.request_ms.{kind}"), ms / *n as f64);
+            }
+        }
     }
 }
 

@@ -7,12 +7,15 @@
 //! repeats and reported as min/median/max, next to the machine's load.
 //!
 //! ```text
-//! bench [quick|full] [--repeats=N] [--label=NAME]   run; write bench/results/<preset>-<label>.{json,md}
+//! bench [quick|full|scale] [--repeats=N] [--label=NAME] [--only=STEP,..]
+//!                                                  run; write bench/results/<preset>-<label>.{json,md}
 //! bench table BEFORE.json AFTER.json               a before/after table (markdown)
 //! bench floor KUBECONFIG --qps=N --burst=N         the floor client (started by the run)
 //! ```
 
 mod cluster;
+mod cold;
+mod cost;
 mod floor;
 mod lease;
 mod observer;
@@ -25,7 +28,7 @@ use secretbundle_tests::repo_root;
 use serde_json::json;
 
 use crate::runner::DEFAULT_RATE;
-use crate::scenarios::{FULL, Metrics, Preset, QUICK};
+use crate::scenarios::{FULL, Metrics, Preset, QUICK, SCALE};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -58,6 +61,8 @@ fn read(path: &str) -> Result<serde_json::Value> {
 async fn run(args: &[String]) -> Result<()> {
     let mut preset: Preset = if args.iter().any(|a| a == "full") {
         FULL
+    } else if args.iter().any(|a| a == "scale") {
+        SCALE
     } else {
         QUICK
     };
@@ -82,15 +87,7 @@ async fn run(args: &[String]) -> Result<()> {
     for r in 0..preset.repeats {
         let mut m = Metrics::new();
         let mut loads = Vec::new();
-        let steps: [(&str, _); 6] = [
-            ("cold_qps50", Step::ColdThrottled),
-            ("cold_unthrottled", Step::Cold),
-            ("lease", Step::Lease),
-            ("one_ns", Step::OneNs),
-            ("latency", Step::Latency),
-            ("crd", Step::Crd),
-        ];
-        for (name, step) in steps {
+        for (name, step) in STEPS {
             if only
                 .as_deref()
                 .is_some_and(|o| !o.split(',').any(|x| x == name))
@@ -156,25 +153,41 @@ fn write_results(
     Ok(table)
 }
 
+/// Every step, in the order a run takes them (`--only=` picks some by name).
+const STEPS: [(&str, Step); 8] = [
+    ("idle", Step::Idle),
+    ("cold_qps50", Step::ColdThrottled),
+    ("cold_unthrottled", Step::Cold),
+    ("lease", Step::Lease),
+    ("one_ns", Step::OneNs),
+    ("latency", Step::Latency),
+    ("crd", Step::Crd),
+    ("cost", Step::Cost),
+];
+
 #[derive(Clone, Copy)]
 enum Step {
+    Idle,
     ColdThrottled,
     Cold,
     Lease,
     OneNs,
     Latency,
     Crd,
+    Cost,
 }
 
 impl Step {
     async fn run(self, m: &mut Metrics, p: &Preset) -> Result<()> {
         match self {
-            Step::ColdThrottled => scenarios::cold(m, p, DEFAULT_RATE).await,
-            Step::Cold => scenarios::cold(m, p, None).await,
+            Step::Idle => scenarios::idle(m, p).await,
+            Step::ColdThrottled => cold::cold(m, p, DEFAULT_RATE).await,
+            Step::Cold => cold::cold(m, p, None).await,
             Step::Lease => lease::lease(m, p).await,
             Step::OneNs => scenarios::one_namespace(m, p).await,
             Step::Latency => scenarios::latencies(m, p).await,
             Step::Crd => scenarios::crd(m, p).await,
+            Step::Cost => cost::cost(m, p).await,
         }
     }
 }
@@ -201,4 +214,22 @@ fn uptime() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    /// bench/README.md lists every step `--only=` accepts, in order.
+    #[test]
+    fn the_readme_lists_every_step() {
+        let readme =
+            std::fs::read_to_string(secretbundle_tests::repo_root().join("bench/README.md"))
+                .expect("bench/README.md");
+        let names: Vec<String> = super::STEPS.iter().map(|(n, _)| format!("`{n}`")).collect();
+        let line = format!(
+            "Steps (`--only=` takes a comma-separated list): {}",
+            names.join(", ")
+        );
+        let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(&line), "bench/README.md must say: {line}");
+    }
 }

@@ -79,13 +79,15 @@ impl Measured {
     }
 
     /// This binary's `floor` subcommand: applies every bundle's children, then prints its CPU.
-    pub fn floor(kubeconfig: &Path, name: &str, rate: Rate) -> Result<Self> {
+    /// With `watch`, the floor + watches anchor (see crate::floor).
+    pub fn floor(kubeconfig: &Path, name: &str, rate: Rate, watch: bool) -> Result<Self> {
         let log = log_dir().join(format!("{name}.log"));
         let proc = Proc::spawn(
             Command::new(std::env::current_exe()?)
                 .arg("floor")
                 .arg(kubeconfig)
-                .args(rate_args(rate)),
+                .args(rate_args(rate))
+                .args(watch.then_some("--watch")),
             &log,
         )?;
         let pid = proc.id().context("floor exited at once")?;

@@ -12,9 +12,9 @@ use secretbundle_controller::eso::EsoVersion;
 use secretbundle_tests::{apply_crds, eso, simple_bundle, wait};
 use serde_json::json;
 
-use crate::cluster::{Cluster, FLOOR, OPERATOR, bundles, child_keys, desired, names};
+use crate::cluster::{Cluster, OPERATOR, bundles, child_keys, names};
 use crate::observer::Observer;
-use crate::runner::{DEFAULT_RATE, Measured, Rate, log_dir};
+use crate::runner::{DEFAULT_RATE, Measured};
 
 pub type Metrics = BTreeMap<String, f64>;
 
@@ -37,6 +37,10 @@ pub struct Preset {
     pub waiting_bundles: usize,
     pub waiting_secs: u64,
     pub repeats: usize,
+    /// Latency samples taken on the unthrottled cold start's cluster, with every child cached.
+    pub cached_samples: usize,
+    /// Also time one `kubectl apply --server-side` of the unthrottled cold start's children.
+    pub kubectl: bool,
 }
 
 pub const QUICK: Preset = Preset {
@@ -52,6 +56,8 @@ pub const QUICK: Preset = Preset {
     waiting_bundles: 50,
     waiting_secs: 10,
     repeats: 1,
+    cached_samples: 0,
+    kubectl: true,
 };
 
 pub const FULL: Preset = Preset {
@@ -67,22 +73,35 @@ pub const FULL: Preset = Preset {
     waiting_bundles: 500,
     waiting_secs: 60,
     repeats: 3,
+    cached_samples: 0,
+    kubectl: true,
+};
+
+/// 2,500 bundles x 20 secrets = 50,000 ExternalSecrets over 100 namespaces (run with
+/// `--only=cold_unthrottled`; the other steps keep the full preset's sizes).
+pub const SCALE: Preset = Preset {
+    name: "scale",
+    cold: (2500, 20, 100),
+    cached_samples: 20,
+    kubectl: false,
+    repeats: 1,
+    ..FULL
 };
 
 /// Far more than any healthy run needs; a stuck run fails instead of hanging.
 pub const LONG: Duration = Duration::from_secs(1200);
-const SHORT: Duration = Duration::from_secs(120);
+pub const SHORT: Duration = Duration::from_secs(120);
 
-fn secs(from: Instant, to: Instant) -> f64 {
+pub fn secs(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64()
 }
 
-fn ms(from: Instant, to: Instant) -> f64 {
+pub fn ms(from: Instant, to: Instant) -> f64 {
     secs(from, to) * 1000.0
 }
 
 /// "1k" for 1000 children, "10k" for 10,000, else the number.
-fn size_label(children: usize) -> String {
+pub fn size_label(children: usize) -> String {
     if children.is_multiple_of(1000) {
         format!("{}k", children / 1000)
     } else {
@@ -90,132 +109,32 @@ fn size_label(children: usize) -> String {
     }
 }
 
-/// Cold start: every bundle exists before the runner starts; timed until every child exists.
-/// At `rate: None` also kubectl, and a restart of the converged operator.
-pub async fn cold(m: &mut Metrics, p: &Preset, rate: Rate) -> Result<()> {
-    let (count, secrets, spread) = if rate.is_some() {
-        p.cold_throttled
-    } else {
-        p.cold
-    };
-    let key = if rate.is_some() {
-        "cold_qps50"
-    } else {
-        "cold_unthrottled"
-    };
-    let nss: Vec<String> = (0..spread).map(|i| format!("team-{i}")).collect();
-    let set = bundles("svc", count, secrets, &nss);
-    let (keys, bundle_names) = (child_keys(&set), names(&set));
-    m.insert(format!("{key}.children"), keys.len() as f64);
-
-    let c = Cluster::start(true).await?;
-    c.namespaces(&nss).await?;
-    c.create_bundles(set.clone()).await?;
-    let kc = c.kubeconfig_for(OPERATOR).await?;
-    let obs = Observer::start(&c.client);
-    let mark = c.audit_mark();
-    let t0 = Instant::now();
-    let mut op = Measured::operator(&kc, &format!("{key}-operator"), rate)?;
-    let done = obs.all_children(&keys, LONG).await?;
-    m.insert(format!("{key}.operator_s"), secs(t0, done));
-    let status = obs
-        .bundles_reason(&bundle_names, "SecretsNotReady", LONG)
+/// A one-secret bundle `name` waits for its namespace `name`; ms from creating the namespace
+/// until its child exists.
+pub async fn namespace_sample(c: &Cluster, obs: &Observer, name: &str) -> Result<f64> {
+    c.create_bundles(vec![simple_bundle(name, name, &["s"])])
         .await?;
-    m.insert(format!("{key}.operator_status_s"), secs(t0, status));
-    m.insert(format!("{key}.operator_cpu_s"), op.cpu_seconds()?);
-    m.insert(
-        format!("{key}.operator_reconciles"),
-        op.metric_sum("secretbundle_reconciles_total"),
-    );
-    let req = c.requests(OPERATOR, mark)?;
-    m.insert(format!("{key}.operator_requests"), req.total() as f64);
-    m.insert(
-        format!("{key}.operator_requests_per_bundle"),
-        req.total() as f64 / count as f64,
-    );
-    if rate.is_none() {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let (rss, peak) = op.rss_mib()?;
-        let size = size_label(keys.len());
-        m.insert(format!("rss_mib.{size}"), rss);
-        m.insert(format!("rss_mib.{size}_peak"), peak);
-        restart(m, &c, &mut op, &bundle_names, count).await?;
-    } else {
-        op.stop().await?;
-    }
-    drop(obs);
-    drop(c);
-
-    let floor = floor(&set, &nss, &keys, rate, key).await?;
-    m.insert(format!("{key}.floor_s"), floor.0);
-    m.insert(format!("{key}.floor_cpu_s"), floor.1);
-    m.insert(format!("{key}.floor_requests"), floor.2);
-    let ratio = |a: &str, b: &str| {
-        m.get(a).copied().unwrap_or(f64::NAN) / m.get(b).copied().unwrap_or(f64::NAN)
-    };
-    let time_ratio = ratio(&format!("{key}.operator_s"), &format!("{key}.floor_s"));
-    let cpu_ratio = ratio(
-        &format!("{key}.operator_cpu_s"),
-        &format!("{key}.floor_cpu_s"),
-    );
-    m.insert(format!("{key}.ratio"), time_ratio);
-    m.insert(format!("{key}.cpu_ratio"), cpu_ratio);
-    if rate.is_none() {
-        m.insert(
-            format!("{key}.kubectl_s"),
-            kubectl(&set, &nss, &keys).await?,
-        );
-    }
-    Ok(())
+    obs.bundles_reason(&[name.to_string()], "WaitingForNamespace", SHORT)
+        .await?;
+    let t0 = Instant::now();
+    c.namespaces(&[name.to_string()]).await?;
+    Ok(ms(
+        t0,
+        obs.all_children(&[format!("{name}/s")], SHORT).await?,
+    ))
 }
 
-/// The floor client on a fresh control plane: (seconds, CPU seconds, requests).
-async fn floor(
-    set: &[SecretBundle],
-    nss: &[String],
-    keys: &[String],
-    rate: Rate,
-    key: &str,
-) -> Result<(f64, f64, f64)> {
-    let c = Cluster::start(true).await?;
-    c.namespaces(nss).await?;
-    c.create_bundles(set.to_vec()).await?;
-    let kc = c.kubeconfig_for(FLOOR).await?;
-    let obs = Observer::start(&c.client);
-    let mark = c.audit_mark();
+/// ms from creating a bundle of 20 secrets in the existing namespace `ns` until its children exist.
+pub async fn bundle_sample(c: &Cluster, obs: &Observer, prefix: &str, ns: &str) -> Result<f64> {
+    let set = bundles(prefix, 1, 20, &[ns.to_string()]);
+    let keys = child_keys(&set);
     let t0 = Instant::now();
-    let mut fl = Measured::floor(&kc, &format!("{key}-floor"), rate)?;
-    let done = obs.all_children(keys, LONG).await?;
-    let status = fl.exited(SHORT).await?;
-    anyhow::ensure!(status.success(), "floor failed: see {}", fl.log.display());
-    let cpu = crate::floor::cpu_from_log(&fl.log)?;
-    let req = c.requests(FLOOR, mark)?;
-    Ok((secs(t0, done), cpu, req.total() as f64))
-}
-
-/// One `kubectl apply --server-side` of every child; seconds until every child exists.
-async fn kubectl(set: &[SecretBundle], nss: &[String], keys: &[String]) -> Result<f64> {
-    let c = Cluster::start(true).await?;
-    c.namespaces(nss).await?;
-    c.create_bundles(set.to_vec()).await?;
-    let mut docs = Vec::new();
-    for o in desired(&c.client).await? {
-        docs.push(serde_yaml::to_string(&o)?);
-    }
-    let file = log_dir().join("kubectl-objects.yaml");
-    std::fs::write(&file, docs.join("---\n"))?;
-    let kc = c.cp.kubeconfig_path()?;
-    let obs = Observer::start(&c.client);
-    let t0 = Instant::now();
-    let mut k = Measured::kubectl(&kc, "kubectl", &file)?;
-    let status = k.exited(LONG).await?;
-    anyhow::ensure!(status.success(), "kubectl failed: see {}", k.log.display());
-    let done = obs.all_children(keys, SHORT).await?;
-    Ok(secs(t0, done))
+    c.create_bundles(set).await?;
+    Ok(ms(t0, obs.all_children(&keys, SHORT).await?))
 }
 
 /// Restarts a converged operator: requests until it has reconciled every bundle, plus 5 s.
-async fn restart(
+pub async fn restart(
     m: &mut Metrics,
     c: &Cluster,
     op: &mut Measured,
@@ -266,7 +185,9 @@ pub async fn one_namespace(m: &mut Metrics, p: &Preset) -> Result<()> {
         }
         drop(obs);
         drop(c);
-        let (floor_s, _, _) = floor(&set, &nss, &keys, None, &key).await?;
+        let floor_s = crate::cold::floor(&set, &nss, &keys, None, &format!("{key}-floor"), false)
+            .await?
+            .seconds;
         m.insert(format!("{key}.floor_s_per_bundle"), floor_s / n as f64);
         m.insert(format!("{key}.ratio"), secs(t0, done) / floor_s);
     }
@@ -282,9 +203,19 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples[rank.min(samples.len() - 1)]
 }
 
-fn record(m: &mut Metrics, key: &str, mut samples: Vec<f64>) {
+pub fn record(m: &mut Metrics, key: &str, mut samples: Vec<f64>) {
     m.insert(format!("{key}.p50"), percentile(&mut samples, 0.5));
     m.insert(format!("{key}.p95"), percentile(&mut samples, 0.95));
+}
+
+/// The operator's memory with nothing to do: no bundle, ESO's CRDs and a store present.
+pub async fn idle(m: &mut Metrics, _p: &Preset) -> Result<()> {
+    let c = Cluster::start(true).await?;
+    let kc = c.kubeconfig_for(OPERATOR).await?;
+    let mut op = Measured::operator(&kc, "idle-operator", DEFAULT_RATE)?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    m.insert("rss_mib.idle".into(), op.rss_mib()?.0);
+    op.stop().await
 }
 
 /// Idle memory, the cost of waiting, and how fast gates open, with one operator at the
@@ -318,15 +249,7 @@ pub async fn latencies(m: &mut Metrics, p: &Preset) -> Result<()> {
     // Namespace -> children.
     let mut samples = Vec::new();
     for i in 0..p.samples {
-        let (name, ns) = (format!("late-{i}"), format!("late-{i}"));
-        c.create_bundles(vec![simple_bundle(&name, &ns, &["s"])])
-            .await?;
-        obs.bundles_reason(std::slice::from_ref(&name), "WaitingForNamespace", SHORT)
-            .await?;
-        let t0 = Instant::now();
-        c.namespaces(std::slice::from_ref(&ns)).await?;
-        let done = obs.all_children(&[format!("{ns}/s")], SHORT).await?;
-        samples.push(ms(t0, done));
+        samples.push(namespace_sample(&c, &obs, &format!("late-{i}")).await?);
     }
     record(m, "latency.namespace_ms", samples);
 
@@ -334,11 +257,7 @@ pub async fn latencies(m: &mut Metrics, p: &Preset) -> Result<()> {
     c.namespaces(&["apps".into()]).await?;
     let mut samples = Vec::new();
     for i in 0..p.samples {
-        let set = bundles(&format!("new-{i}"), 1, 20, &["apps".into()]);
-        let keys = child_keys(&set);
-        let t0 = Instant::now();
-        c.create_bundles(set).await?;
-        samples.push(ms(t0, obs.all_children(&keys, SHORT).await?));
+        samples.push(bundle_sample(&c, &obs, &format!("new-{i}"), "apps").await?);
     }
     record(m, "latency.bundle_ms", samples);
 
