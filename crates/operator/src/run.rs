@@ -20,6 +20,8 @@ use crate::reach::{Reach, ReachLayer};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    #[cfg(feature = "dhat-heap")]
+    let heap = heap_profiler();
     let config = Config::infer()
         .await
         .context("loading kubeconfig or in-cluster config")?;
@@ -91,6 +93,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let _ = stop_run.wait_for(|s| *s).await;
             }
         }
+        // Written now, while every cache is still full, not after they are dropped.
+        #[cfg(feature = "dhat-heap")]
+        drop(heap);
     };
     // Returns once every reconcile in flight has finished: no write of ours is pending after it.
     let options = secretbundle_controller::Options {
@@ -149,6 +154,14 @@ fn init_logging(format: LogFormat) {
 
 fn hostname() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| "secretbundle-operator".into())
+}
+
+/// `$SB_HEAP_PROFILE/dhat-heap-<pid>.json` (or in the working directory).
+#[cfg(feature = "dhat-heap")]
+fn heap_profiler() -> dhat::Profiler {
+    let dir = std::env::var_os("SB_HEAP_PROFILE").unwrap_or_else(|| ".".into());
+    let file = std::path::Path::new(&dir).join(format!("dhat-heap-{}.json", std::process::id()));
+    dhat::Profiler::builder().file_name(file).build()
 }
 
 async fn shutdown_signal() {
