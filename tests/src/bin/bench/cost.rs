@@ -1,8 +1,8 @@
-//! What one request of each kind costs the apiserver, with nothing else running: requests of
-//! one kind sent one at a time, and the apiserver's (and etcd's) CPU over them divided by their
-//! number: with the CRD as shipped, without its uniqueness rule over `spec.secrets`, without any
-//! CEL rule, and without a schema, to see what the rules and the schema cost. The bundles are
-//! the benchmark's (20 secrets each).
+//! What one request of each kind costs the apiserver, with nothing else running: the preset's
+//! `cost_requests` requests of one kind sent one at a time, and kube-apiserver's (and etcd's) CPU
+//! over them divided by their number. With the CRD as shipped, with the old pairwise uniqueness
+//! rule, without that rule, without any CEL rule and without a schema, to see what each costs.
+//! The bundles are the benchmark's (20 secrets each).
 
 use anyhow::Result;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -14,14 +14,12 @@ use serde_json::{Value, json};
 use crate::cluster::{Cluster, bundles, desired};
 use crate::scenarios::{Metrics, Preset};
 
-/// Requests of each kind.
-const N: usize = 300;
-
-pub async fn cost(m: &mut Metrics, _p: &Preset) -> Result<()> {
+pub async fn cost(m: &mut Metrics, p: &Preset) -> Result<()> {
+    let n = p.cost_requests;
     let c = Cluster::start(true).await?;
     let nss = vec!["cost".to_string()];
     c.namespaces(&nss).await?;
-    let set = bundles("cost", N, 20, &nss);
+    let set = bundles("cost", n, 20, &nss);
     c.create_bundles(set.clone()).await?;
     let children = desired(&c.client).await?;
     let ar = EsoKind::ExternalSecret.api_resource(EsoVersion::V1);
@@ -47,7 +45,7 @@ pub async fn cost(m: &mut Metrics, _p: &Preset) -> Result<()> {
             let kinds: [(&str, Vec<Request>); 4] = [
                 (
                     "bundle_spec",
-                    (0..N)
+                    (0..n)
                         .map(|i| {
                             // The whole list again with one key changed: every rule over it runs.
                             let mut secrets = serde_json::to_value(&set[i].spec.secrets)?;
@@ -58,7 +56,7 @@ pub async fn cost(m: &mut Metrics, _p: &Preset) -> Result<()> {
                 ),
                 (
                     "bundle_metadata",
-                    (0..N)
+                    (0..n)
                         .map(|i| {
                             Request::Bundle(i, json!({"metadata": {"labels": {"bench": tag(i)}}}))
                         })
@@ -66,13 +64,13 @@ pub async fn cost(m: &mut Metrics, _p: &Preset) -> Result<()> {
                 ),
                 (
                     "bundle_status",
-                    (0..N)
+                    (0..n)
                         .map(|i| Request::Status(i, status(&set[i], &tag(i))))
                         .collect(),
                 ),
                 (
                     "child_apply",
-                    (0..N)
+                    (0..n)
                         .map(|i| {
                             let mut o = children[i].clone();
                             o.annotations_mut().insert("bench".into(), tag(i));
@@ -88,7 +86,7 @@ pub async fn cost(m: &mut Metrics, _p: &Preset) -> Result<()> {
                 }
                 let after = c.server_cpu()?;
                 if round == 1 {
-                    let per = |a: f64, b: f64| (a - b) * 1e6 / N as f64;
+                    let per = |a: f64, b: f64| (a - b) * 1e6 / n as f64;
                     m.insert(
                         format!("cost.{rules}.{kind}.apiserver_us"),
                         per(after.0, before.0),

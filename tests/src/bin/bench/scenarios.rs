@@ -41,6 +41,8 @@ pub struct Preset {
     pub cached_samples: usize,
     /// Also time one `kubectl apply --server-side` of the unthrottled cold start's children.
     pub kubectl: bool,
+    /// Requests of each kind in the `cost` step (and bundles it creates).
+    pub cost_requests: usize,
 }
 
 pub const QUICK: Preset = Preset {
@@ -58,6 +60,7 @@ pub const QUICK: Preset = Preset {
     repeats: 1,
     cached_samples: 0,
     kubectl: true,
+    cost_requests: 50,
 };
 
 pub const FULL: Preset = Preset {
@@ -75,6 +78,7 @@ pub const FULL: Preset = Preset {
     repeats: 3,
     cached_samples: 0,
     kubectl: true,
+    cost_requests: 300,
 };
 
 /// 2,500 bundles x 20 secrets = 50,000 ExternalSecrets over 100 namespaces (run with
