@@ -13,8 +13,8 @@ trap 'rm -rf "$out"' EXIT
 SB_OPERATOR_BIN="$root/target/heap/secretbundle-operator" SB_HEAP_PROFILE="$out" \
   cargo run --release --locked -p secretbundle-tests --bin bench -- \
   full --only=cold_unthrottled --label=heap --repeats=1 >/dev/null
-# shellcheck disable=SC2046 # one argument per profile, oldest first
 rm -f bench/results/full-heap.json bench/results/full-heap.md
+# shellcheck disable=SC2046 # one argument per profile, oldest first
 python3 hack/heap-summary.py 10000 $(ls -tr "$out"/dhat-heap-*.json) > bench/results/heap-10k.json
 python3 - <<'PY'
 import json

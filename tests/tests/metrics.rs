@@ -26,12 +26,12 @@ fn count(env: &Env, metric: &str, category: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether `metric{category}` reaches 1 within a deadline that only catches a lost count. A
+/// Whether `metric{category}` reaches 1 within the harness's deadline (it catches a lost count). A
 /// failure is counted when the client sees it, which for a lost response is after the apiserver
 /// applied the write and its watch event arrived; the registry has no change notification, so
 /// it is read until then.
 async fn counted(env: &Env, metric: &str, category: &str) -> bool {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + wait::TIMEOUT;
     while count(env, metric, category) == 0 {
         if tokio::time::Instant::now() > deadline {
             return false;

@@ -217,9 +217,16 @@ pub async fn idle(m: &mut Metrics, _p: &Preset) -> Result<()> {
     let c = Cluster::start(true).await?;
     let kc = c.kubeconfig_for(OPERATOR).await?;
     let mut op = Measured::operator(&kc, "idle-operator", DEFAULT_RATE)?;
+    record_idle(m, &op).await?;
+    op.stop().await
+}
+
+/// `rss_mib.idle` of an operator just started with nothing to do. Read after a settling time,
+/// not on a condition: startup (lists, watches) has no end event to await, only quiet.
+async fn record_idle(m: &mut Metrics, op: &Measured) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     m.insert("rss_mib.idle".into(), op.rss_mib()?.0);
-    op.stop().await
+    Ok(())
 }
 
 /// Idle memory, the cost of waiting, and how fast gates open, with one operator at the
@@ -229,8 +236,7 @@ pub async fn latencies(m: &mut Metrics, p: &Preset) -> Result<()> {
     let kc = c.kubeconfig_for(OPERATOR).await?;
     let obs = Observer::start(&c.client);
     let mut op = Measured::operator(&kc, "latency-operator", DEFAULT_RATE)?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    m.insert("rss_mib.idle".into(), op.rss_mib()?.0);
+    record_idle(m, &op).await?;
 
     // Waiting: bundles whose namespaces do not exist cost nothing while they wait.
     let absent: Vec<String> = (0..p.waiting_bundles)
