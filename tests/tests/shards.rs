@@ -1,8 +1,10 @@
 //! Sharding beyond one replica: two deployments of the real binary on one control plane split
 //! the bundles with `--watch-label-selector`, each electing its own leader on its own Lease.
-//! The apiserver's audit log shows who wrote what: each shard writes only its bundles and their
-//! children, and a relabelled bundle moves to the other shard without either touching it.
-//! ESO's controller is not running here.
+//! The apiserver's audit log shows who read and wrote what: each shard lists and watches only
+//! its own bundles and children in full (the other shards' by metadata or by what a dependent
+//! needs), writes only its bundles and their children, and a relabelled bundle moves to the
+//! other shard, which relabels its children and changes nothing else. ESO's controller is not
+//! running here.
 
 use std::collections::BTreeSet;
 
@@ -44,8 +46,8 @@ async fn identity(client: &Client, name: &str) -> anyhow::Result<String> {
         .context("no token")
 }
 
-/// Writes (not get/list/watch) from `since` bytes into the audit log: (user, resource, name).
-fn writes(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<(String, String, String)>> {
+/// Requests from `since` bytes into the audit log: (user, verb, resource, name, requestURI).
+fn requests(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<[String; 5]>> {
     let text = std::fs::read_to_string(cp.audit_log())?;
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -57,14 +59,51 @@ fn writes(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<(String, String
                 .unwrap_or_default()
                 .to_string()
         };
-        if matches!(s("/verb").as_str(), "get" | "list" | "watch") || !seen.insert(s("/auditID")) {
+        if !seen.insert(s("/auditID")) {
             continue;
         }
         let user = s("/user/username");
         let user = user.rsplit(':').next().unwrap_or_default().to_string();
-        out.push((user, s("/objectRef/resource"), s("/objectRef/name")));
+        out.push([
+            user,
+            s("/verb"),
+            s("/objectRef/resource"),
+            s("/objectRef/name"),
+            s("/requestURI"),
+        ]);
     }
     Ok(out)
+}
+
+/// Writes (not get/list/watch) from `since` bytes into the audit log: (user, resource, name).
+fn writes(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<(String, String, String)>> {
+    Ok(requests(cp, since)?
+        .into_iter()
+        .filter(|[_, verb, ..]| !matches!(verb.as_str(), "get" | "list" | "watch"))
+        .map(|[user, _, resource, name, _]| (user, resource, name))
+        .collect())
+}
+
+/// The label selector of a list or watch, decoded.
+fn selector(uri: &str) -> String {
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    let raw = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("labelSelector="))
+        .unwrap_or_default();
+    let mut out = String::new();
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(char::from(u8::from_str_radix(&hex, 16).unwrap_or(b'?')));
+            }
+            b'+' => out.push(' '),
+            b => out.push(char::from(b)),
+        }
+    }
+    out
 }
 
 fn sharded(name: &str, shard: &str, secrets: &[&str]) -> SecretBundle {
@@ -114,6 +153,42 @@ async fn two_shards_split_bundles_by_label_and_a_relabelled_bundle_moves_cleanly
     }
     let es = eso::external_secrets(&client, "apps", EsoVersion::V1);
     let alpha_db = es.get("alpha-db").await?;
+    assert_eq!(
+        alpha_db.labels().get(SHARD_LABEL).map(String::as_str),
+        Some("a")
+    );
+
+    // Each shard read its own bundles and children in full, the others' by metadata (children)
+    // or through the other shards' selector (bundles): never everything in full.
+    let bundle_label = "secrets.ameide.io/bundle";
+    let mut own_children_watched = BTreeSet::new();
+    for [user, verb, resource, _, uri] in requests(&cp, 0)? {
+        let Some(shard) = user.strip_prefix("shard-") else {
+            continue;
+        };
+        if !matches!(verb.as_str(), "list" | "watch") {
+            continue;
+        }
+        let sel = selector(&uri);
+        let (mine, others) = (
+            format!("{SHARD_LABEL}={shard}"),
+            format!("{SHARD_LABEL}!={shard}"),
+        );
+        if resource == "externalsecrets" && sel == format!("{bundle_label},{mine}") {
+            own_children_watched.insert(user.clone());
+        }
+        match resource.as_str() {
+            "secretbundles" => assert!(sel == mine || sel == others, "{user}: {uri}"),
+            "externalsecrets" => assert!(
+                sel == format!("{bundle_label},{mine}")
+                    || sel == format!("!{bundle_label}")
+                    || sel == format!("{bundle_label},{others}"),
+                "{user}: {uri}"
+            ),
+            _ => {}
+        }
+    }
+    assert_eq!(own_children_watched.len(), 2, "{own_children_watched:?}");
 
     // Each shard wrote its own bundles, their children and its own Lease, nothing else.
     let owner = |name: &str| match name {
@@ -137,7 +212,28 @@ async fn two_shards_split_bundles_by_label_and_a_relabelled_bundle_moves_cleanly
         );
     }
 
-    // alpha moves to shard b: b takes it over as it is, a lets go.
+    // Across shards: a's bundle waits for b's as a dependency (what a keeps of beta says it is
+    // not Ready), and may not take b's child (what a keeps of beta-db says whose it is).
+    let mut gamma = sharded("gamma", "a", &["gamma-db"]);
+    gamma.spec.depends_on = vec!["beta".into()];
+    let delta = sharded("delta", "a", &["beta-db"]);
+    for b in [&gamma, &delta] {
+        bundles.patch(&b.name_any(), &pp, &Patch::Apply(b)).await?;
+    }
+    wait::bundle_message(
+        &bundles,
+        "gamma",
+        "DependencyProgressing",
+        "beta (SecretsNotReady)",
+    )
+    .await?;
+    wait::bundle_message(&bundles, "delta", "Conflict", "managed by bundle beta").await?;
+    for name in ["gamma", "delta"] {
+        bundles.delete(name, &Default::default()).await?;
+        wait::until_deleted(&bundles, name).await?;
+    }
+
+    // alpha moves to shard b: b takes it over and relabels its child, a lets go.
     let mark = std::fs::metadata(cp.audit_log())?.len() as usize;
     let relabel = json!({"metadata": {"labels": {SHARD_LABEL: "b"}}});
     bundles
@@ -173,10 +269,16 @@ async fn two_shards_split_bundles_by_label_and_a_relabelled_bundle_moves_cleanly
             && name == "alpha-cache"),
         "shard b applied the new secret: {after:?}"
     );
+    let relabelled = es.get("alpha-db").await?;
     assert_eq!(
-        es.get("alpha-db").await?.resource_version(),
-        alpha_db.resource_version(),
-        "the child that stayed was not rewritten by the move"
+        relabelled.labels().get(SHARD_LABEL).map(String::as_str),
+        Some("b"),
+        "the child moved with its bundle"
+    );
+    assert_eq!(
+        (relabelled.metadata.generation, &relabelled.data["spec"]),
+        (alpha_db.metadata.generation, &alpha_db.data["spec"]),
+        "only the child's labels changed"
     );
     Ok(())
 }

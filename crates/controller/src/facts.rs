@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use secretbundle_api::{SecretBundle, StoreKind};
+use kube::ResourceExt;
+use secretbundle_api::{SecretBundle, StoreKind, condition};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -30,6 +31,50 @@ pub enum DependencyFact {
         progressing: bool,
     },
     Ready,
+}
+
+/// A dependency is Ready when its Ready condition is True for its current generation.
+pub fn dependency_fact(dep: Option<&SecretBundle>) -> DependencyFact {
+    let Some(dep) = dep else {
+        return DependencyFact::Missing;
+    };
+    let conditions = dep.status.as_ref().map(|s| s.conditions.as_slice());
+    let find = |t: &str| conditions.and_then(|cs| cs.iter().find(|c| c.type_ == t));
+    let reconciling = find(condition::RECONCILING).is_some_and(|c| c.status == "True");
+    match find(condition::READY) {
+        Some(c) if c.observed_generation != dep.metadata.generation => DependencyFact::NotReady {
+            reason: "status is for an older generation".into(),
+            progressing: true,
+        },
+        Some(c) if c.status == "True" => DependencyFact::Ready,
+        Some(c) => DependencyFact::NotReady {
+            reason: c.reason.clone(),
+            progressing: reconciling,
+        },
+        None => DependencyFact::NotReady {
+            reason: "no status yet".into(),
+            progressing: true,
+        },
+    }
+}
+
+/// What a bundle's dependents need to know of it: whether it is Ready, and what it depends on
+/// (to find cycles). A shard keeps only this of the other shards' bundles.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Peer {
+    pub resource_version: Option<u64>,
+    pub depends_on: Vec<String>,
+    pub fact: DependencyFact,
+}
+
+impl Peer {
+    pub fn of(bundle: &SecretBundle) -> Self {
+        Peer {
+            resource_version: bundle.resource_version().and_then(|v| v.parse().ok()),
+            depends_on: bundle.spec.depends_on.clone(),
+            fact: dependency_fact(Some(bundle)),
+        }
+    }
 }
 
 /// A referenced secret store.

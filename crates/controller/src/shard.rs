@@ -1,12 +1,122 @@
 //! Sharding: a label selector in the syntax of `kubectl -l` (and of Flux's
 //! `--watch-label-selector`) that picks the bundles one operator deployment reconciles.
+//!
+//! A shard caches only its own: its bundles in full, its children in full, and of everything
+//! else only what a bundle of its own needs (another shard's bundle as a dependency, another
+//! shard's child as a name already taken). So that a shard can select its children, each child
+//! carries its bundle's values of the labels the selector reads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use kube::core::{Expression, Selector};
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+use kube::core::{Expression, Selector, SelectorExt};
+use secretbundle_api::{BUNDLE_LABEL, SecretBundle};
+
+/// One replica's share of the bundles.
+#[derive(Clone, Debug)]
+pub struct Shard {
+    text: String,
+    expressions: Vec<Expression>,
+}
+
+impl Shard {
+    pub fn new(text: &str) -> Result<Self, String> {
+        Ok(Shard {
+            text: text.to_string(),
+            expressions: expressions(text)?,
+        })
+    }
+
+    /// The bundles of this shard.
+    pub fn selector(&self) -> Selector {
+        self.expressions.iter().cloned().collect()
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector().matches(labels)
+    }
+
+    /// The label keys the selector reads: what children carry of their bundle's labels.
+    fn keys(&self) -> BTreeSet<&str> {
+        self.expressions.iter().map(key_of).collect()
+    }
+
+    /// Gives each child its bundle's values of the selector's keys, so that a child is in
+    /// exactly its bundle's shard (a key the bundle lacks, the child lacks too).
+    pub fn stamp(&self, bundle: &SecretBundle, children: &mut [DynamicObject]) {
+        let keys = self.keys();
+        let carried: Vec<(&String, &String)> = bundle
+            .labels()
+            .iter()
+            .filter(|(k, _)| keys.contains(k.as_str()) && *k != BUNDLE_LABEL)
+            .collect();
+        for child in children {
+            let labels = child.labels_mut();
+            for (k, v) in &carried {
+                labels.insert((*k).clone(), (*v).clone());
+            }
+        }
+    }
+
+    /// The label selector of this shard's children.
+    pub fn children(&self) -> String {
+        format!("{BUNDLE_LABEL},{}", self.selector())
+    }
+
+    /// Every bundle of other shards, exactly when the selector has one requirement (its
+    /// negation is a selector too); otherwise `None`: every bundle, this shard's included.
+    pub fn others(&self) -> Option<String> {
+        match self.expressions.as_slice() {
+            [one] => Some(Selector::from(negate(one)).to_string()),
+            _ => None,
+        }
+    }
+
+    /// The label selector of the other shards' children (all children when the selector's
+    /// negation is not one).
+    pub fn others_children(&self) -> String {
+        match self.others() {
+            Some(others) => format!("{BUNDLE_LABEL},{others}"),
+            None => BUNDLE_LABEL.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn key_of(e: &Expression) -> &str {
+    match e {
+        Expression::In(k, _)
+        | Expression::NotIn(k, _)
+        | Expression::Equal(k, _)
+        | Expression::NotEqual(k, _)
+        | Expression::Exists(k)
+        | Expression::DoesNotExist(k) => k,
+    }
+}
+
+fn negate(e: &Expression) -> Expression {
+    match e.clone() {
+        Expression::In(k, v) => Expression::NotIn(k, v),
+        Expression::NotIn(k, v) => Expression::In(k, v),
+        Expression::Equal(k, v) => Expression::NotEqual(k, v),
+        Expression::NotEqual(k, v) => Expression::Equal(k, v),
+        Expression::Exists(k) => Expression::DoesNotExist(k),
+        Expression::DoesNotExist(k) => Expression::Exists(k),
+    }
+}
 
 /// Parses `a=b,c!=d,e in (f,g),h notin (i),j,!k` (`==` is `=`).
 pub fn parse(text: &str) -> Result<Selector, String> {
+    Ok(expressions(text)?.into_iter().collect())
+}
+
+fn expressions(text: &str) -> Result<Vec<Expression>, String> {
     let mut exprs = Vec::new();
     for req in split_top_level(text) {
         let req = req.trim();
@@ -18,7 +128,7 @@ pub fn parse(text: &str) -> Result<Selector, String> {
     if exprs.is_empty() {
         return Err("empty selector".into());
     }
-    Ok(exprs.into_iter().collect())
+    Ok(exprs)
 }
 
 /// Splits on commas outside parentheses.
@@ -114,6 +224,73 @@ mod tests {
         ])));
         assert!(parse("a==b").expect("==").matches(&labels(&[("a", "b")])));
         assert!(parse("a!=b").expect("!=").matches(&labels(&[])));
+    }
+
+    fn bundle(pairs: &[(&str, &str)]) -> SecretBundle {
+        let mut b: SecretBundle = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "b"},
+            "spec": {"targetNamespace": "ns", "secretStoreRef": {"name": "vault"}, "secrets": []},
+        }))
+        .expect("bundle");
+        b.metadata.labels = Some(labels(pairs));
+        b
+    }
+
+    fn child(labels: &[(&str, &str)]) -> DynamicObject {
+        let ar = kube::core::ApiResource::erase::<SecretBundle>(&());
+        let mut o = DynamicObject::new("db", &ar);
+        for (k, v) in labels {
+            o.labels_mut().insert((*k).into(), (*v).into());
+        }
+        o
+    }
+
+    /// A child is in exactly its bundle's shard, for each shard of a split by one key and for
+    /// selectors of several requirements; the other shards' selector is the exact complement.
+    #[test]
+    fn a_stamped_child_is_in_its_bundles_shard_and_no_other() {
+        let shards = [
+            "k=a",
+            "!k",
+            "k in (a,b)",
+            "k notin (a)",
+            "k",
+            "k!=b",
+            "k=a,team=x",
+        ];
+        let bundles = [
+            vec![("k", "a")],
+            vec![("k", "b")],
+            vec![],
+            vec![("k", "a"), ("team", "x"), ("other", "y")],
+            vec![("team", "x")],
+        ];
+        for text in shards {
+            let shard = Shard::new(text).expect("shard");
+            let children = parse(&shard.children()).expect("children");
+            let others = parse(&shard.others_children()).expect("others");
+            let peers = shard.others().map(|o| parse(&o).expect("others"));
+            for pairs in &bundles {
+                let b = bundle(pairs);
+                let mut made = [child(&[(BUNDLE_LABEL, "b")])];
+                shard.stamp(&b, &mut made);
+                let l = made[0].labels();
+                assert_eq!(l.get("other"), None, "only the selector's keys are carried");
+                let mine = shard.matches(b.labels());
+                assert_eq!(children.matches(l), mine, "{text} {pairs:?}");
+                if let Some(peers) = &peers {
+                    assert_eq!(peers.matches(b.labels()), !mine, "{text} {pairs:?}");
+                    assert_eq!(others.matches(l), !mine, "{text} {pairs:?}");
+                } else {
+                    assert!(others.matches(l), "all children, by metadata");
+                }
+            }
+        }
+        assert_eq!(
+            Shard::new("k=a").expect("shard").others_children(),
+            format!("{BUNDLE_LABEL},k!=a")
+        );
+        assert_eq!(Shard::new("k=a,team=x").expect("shard").others(), None);
     }
 
     #[test]

@@ -76,15 +76,16 @@ pub struct RunArgs {
     pub burst: u32,
     /// Reconcile only bundles whose labels match this selector (e.g.
     /// `sharding.secrets.ameide.io/key=shard1`, or `!sharding.secrets.ameide.io/key` for the
-    /// default shard), so several deployments split the bundles, each with its own Lease.
-    #[arg(long, env = "WATCH_LABEL_SELECTOR", value_parser = parse_selector)]
-    pub watch_label_selector: Option<kube::core::Selector>,
+    /// default shard), so several deployments split the bundles, each with its own Lease. Each
+    /// caches only its own bundles and children; children carry the labels the selector reads.
+    #[arg(long, env = "WATCH_LABEL_SELECTOR", value_parser = parse_shard)]
+    pub watch_label_selector: Option<secretbundle_controller::shard::Shard>,
     #[command(flatten)]
     pub faults: crate::faults::FaultArgs,
 }
 
-fn parse_selector(s: &str) -> Result<kube::core::Selector, String> {
-    secretbundle_controller::shard::parse(s)
+fn parse_shard(s: &str) -> Result<secretbundle_controller::shard::Shard, String> {
+    secretbundle_controller::shard::Shard::new(s)
 }
 
 #[derive(Clone, Copy, ValueEnum)]

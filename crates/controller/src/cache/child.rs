@@ -4,7 +4,7 @@
 //! metadata alone, enough to refuse (or adopt) a same-name object.
 
 use std::borrow::Cow;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use std::collections::BTreeMap;
 
@@ -18,6 +18,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::compact::{Pool, Token, shared};
 use super::mirror::Cached;
 use crate::applied::{APPLIED_HASH_ANNOTATION, is_legacy_hash_of, is_subset};
 use crate::error::Error;
@@ -170,48 +171,141 @@ impl Resource for EsObject {
     }
 }
 
-/// String pairs, compact: a map of two labels costs a few dozen bytes, not a B-tree node.
-type Pairs = Box<[(Box<str>, Box<str>)]>;
+/// Labels: keys and values shared with every other child carrying them (a bundle's name, say).
+/// The whole set is shared too: a bundle's children carry the same labels.
+type Labels = Arc<[(Arc<str>, Arc<str>)]>;
+/// Annotations: shared keys; the values (an applied hash) are the child's own.
+type Annotations = Box<[(Arc<str>, Box<str>)]>;
 
-fn pairs(map: Option<BTreeMap<String, String>>) -> Pairs {
+static LABELS: Pool<[(Arc<str>, Arc<str>)]> = Pool::new();
+static OWNERS: Pool<[Owner]> = Pool::new();
+
+fn labels(map: Option<BTreeMap<String, String>>) -> Labels {
+    let pairs: Vec<_> = map
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| (shared(k), shared(v)))
+        .collect();
+    LABELS.share(&pairs, || Arc::from(pairs.as_slice()))
+}
+
+/// The ownerReferences, shared: a bundle's children have the same one.
+fn owners(refs: Option<Vec<OwnerReference>>) -> Arc<[Owner]> {
+    let owners: Vec<Owner> = refs.iter().flatten().map(Owner::new).collect();
+    OWNERS.share(&owners, || Arc::from(owners.as_slice()))
+}
+
+fn annotations(map: Option<BTreeMap<String, String>>) -> Annotations {
     map.unwrap_or_default()
         .into_iter()
         .filter(|(k, _)| k != LAST_APPLIED)
-        .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+        .map(|(k, v)| (shared(&k), v.into_boxed_str()))
         .collect()
 }
 
-fn get<'a>(pairs: &'a Pairs, key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+fn get<'a, V: AsRef<str>>(pairs: &'a [(Arc<str>, V)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| &**k == key)
+        .map(|(_, v)| v.as_ref())
 }
 
-fn to_map(pairs: &Pairs) -> Option<serde_json::Map<String, Value>> {
+fn to_map<V: AsRef<str>>(pairs: &[(Arc<str>, V)]) -> Option<serde_json::Map<String, Value>> {
     (!pairs.is_empty()).then(|| {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), Value::from(&**v)))
+            .map(|(k, v)| (k.to_string(), Value::from(v.as_ref())))
             .collect()
     })
 }
 
+/// An ownerReference, its repeated strings shared.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Owner {
+    api_version: Arc<str>,
+    kind: Arc<str>,
+    name: Arc<str>,
+    uid: Token,
+    controller: Option<bool>,
+    block_owner_deletion: Option<bool>,
+}
+
+impl Owner {
+    fn new(o: &OwnerReference) -> Self {
+        Owner {
+            api_version: shared(&o.api_version),
+            kind: shared(&o.kind),
+            name: shared(&o.name),
+            uid: Token::new(&o.uid),
+            controller: o.controller,
+            block_owner_deletion: o.block_owner_deletion,
+        }
+    }
+
+    /// As the apiserver writes it (unset flags left out).
+    fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert("apiVersion".into(), Value::from(&*self.api_version));
+        m.insert("kind".into(), Value::from(&*self.kind));
+        m.insert("name".into(), Value::from(&*self.name));
+        m.insert("uid".into(), Value::from(self.uid.to_string()));
+        if let Some(c) = self.controller {
+            m.insert("controller".into(), Value::from(c));
+        }
+        if let Some(b) = self.block_owner_deletion {
+            m.insert("blockOwnerDeletion".into(), Value::from(b));
+        }
+        Value::Object(m)
+    }
+}
+
+/// ESO's Ready condition as kept: one copy of each distinct condition, shared by every child
+/// that has it (thousands of synced children say the same).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ready {
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+static READY: Pool<Ready> = Pool::new();
+
+fn ready(c: ChildCondition) -> Arc<Ready> {
+    let r = Ready {
+        status: c.status,
+        reason: c.reason,
+        message: c.message,
+    };
+    READY.share(&r, || Arc::new(r.clone()))
+}
+
+/// The applied hash a version of a child was found to match in full.
+#[derive(Debug)]
+enum Verified {
+    /// The one its own annotation carries (the usual case: no second copy of it).
+    Stamped,
+    /// Another (an older release's hash of the same object was accepted).
+    Hash(Box<str>),
+}
+
 /// One of the operator's children (an ExternalSecret labelled with its bundle), as kept: what
-/// ownership, drift and readiness need, in as few bytes as 10,000 of them allow.
+/// ownership, drift and readiness need, in as few bytes as 50,000 of them allow.
 #[derive(Debug, Deserialize)]
 #[serde(from = "EsObject")]
 pub struct Child {
-    uid: Option<Box<str>>,
-    resource_version: Option<Box<str>>,
+    uid: Option<Token>,
+    resource_version: Option<Token>,
     generation: Option<i64>,
-    labels: Pairs,
-    annotations: Pairs,
-    owners: Box<[OwnerReference]>,
+    labels: Labels,
+    annotations: Annotations,
+    owners: Arc<[Owner]>,
     /// The spec as raw JSON text, parsed only to check drift, and dropped once this version of
     /// the object is known to match: at 10,000 children, specs would be most of the cache.
     spec: Mutex<Option<Box<RawValue>>>,
-    ready: Option<Box<ChildCondition>>,
+    ready: Option<Arc<Ready>>,
     synced_resource_version: Option<Box<str>>,
     /// The applied hash this object was found to match in full, so it is checked once.
-    verified: OnceLock<Box<str>>,
+    verified: OnceLock<Verified>,
     /// Another manager co-owns fields of the spec: see [`Child::shares_spec`].
     shares_spec: bool,
 }
@@ -220,19 +314,19 @@ impl From<EsObject> for Child {
     fn from(o: EsObject) -> Self {
         let m = o.metadata;
         Child {
-            uid: m.uid.map(String::into_boxed_str),
-            resource_version: m.resource_version.map(String::into_boxed_str),
+            uid: m.uid.as_deref().map(Token::new),
+            resource_version: m.resource_version.as_deref().map(Token::new),
             generation: m.generation,
-            labels: pairs(m.labels),
-            annotations: pairs(m.annotations),
-            owners: m.owner_references.unwrap_or_default().into_boxed_slice(),
+            labels: labels(m.labels),
+            annotations: annotations(m.annotations),
+            owners: owners(m.owner_references),
             spec: Mutex::new(o.spec),
             ready: o
                 .status
                 .conditions
                 .into_iter()
                 .find(|c| c.type_ == "Ready")
-                .map(Box::new),
+                .map(ready),
             synced_resource_version: o.status.synced_resource_version.map(String::into_boxed_str),
             verified: OnceLock::new(),
             shares_spec: o.shares_spec,
@@ -242,7 +336,7 @@ impl From<EsObject> for Child {
 
 impl Cached for std::sync::Arc<Child> {
     fn version(&self) -> Option<u64> {
-        self.resource_version.as_deref()?.parse().ok()
+        self.resource_version.as_ref()?.decimal()
     }
     fn same(&self, other: &Self) -> bool {
         self.uid == other.uid && self.resource_version == other.resource_version
@@ -266,7 +360,10 @@ impl Cached for std::sync::Arc<Child> {
             && new.annotations == old.annotations
             && new.owners == old.owners
         {
-            new.verified = OnceLock::from(verified.clone());
+            new.verified = OnceLock::from(match verified {
+                Verified::Stamped => Verified::Stamped,
+                Verified::Hash(h) => Verified::Hash(h.clone()),
+            });
             *new.spec.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
         }
     }
@@ -279,14 +376,14 @@ impl Child {
     }
 
     pub fn uid(&self) -> Option<String> {
-        self.uid.as_deref().map(str::to_string)
+        self.uid.as_ref().map(Token::to_string)
     }
 
     pub fn generation(&self) -> Option<i64> {
         self.generation
     }
 
-    pub fn ready(&self) -> Option<&ChildCondition> {
+    pub fn ready(&self) -> Option<&Ready> {
         self.ready.as_deref()
     }
 
@@ -309,7 +406,11 @@ impl Child {
             return Ok(false);
         };
         // Set only once this very version passed the checks below against a `want` hashing so.
-        if self.verified.get().is_some_and(|v| **v == **hash) {
+        if self
+            .verified
+            .get()
+            .is_some_and(|v| self.verified_is(v, hash))
+        {
             return Ok(true);
         }
         // An older release's hash of the same `want` (see crate::applied::hash) is as good as
@@ -346,22 +447,37 @@ impl Child {
             "metadata": {
                 "labels": to_map(&self.labels),
                 "annotations": to_map(&self.annotations),
-                "ownerReferences": self.owners,
+                "ownerReferences": self.owners.iter().map(Owner::to_json).collect::<Vec<_>>(),
             },
             "spec": spec,
         });
         let ok = is_subset(&want_json, &have);
         if ok {
-            let _ = self.verified.set(hash.as_str().into());
+            let _ = self.verified.set(self.verified_as(hash));
             *kept = None;
         }
         Ok(ok)
     }
 
+    fn verified_as(&self, hash: &str) -> Verified {
+        if get(&self.annotations, APPLIED_HASH_ANNOTATION) == Some(hash) {
+            Verified::Stamped
+        } else {
+            Verified::Hash(hash.into())
+        }
+    }
+
+    fn verified_is(&self, v: &Verified, hash: &str) -> bool {
+        match v {
+            Verified::Stamped => get(&self.annotations, APPLIED_HASH_ANNOTATION) == Some(hash),
+            Verified::Hash(h) => **h == *hash,
+        }
+    }
+
     /// This object is the apiserver's answer to applying `want`: it matches, by definition.
     pub fn applied(mut self, want: &DynamicObject) -> Self {
         if let Some(hash) = want.annotations().get(APPLIED_HASH_ANNOTATION) {
-            self.verified = OnceLock::from(Box::from(hash.as_str()));
+            self.verified = OnceLock::from(self.verified_as(hash));
             *self.spec.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
         }
         self

@@ -3,14 +3,20 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use secretbundle_api::{SecretBundle, StoreKind};
 
 use crate::facts::referenced_stores;
 
-/// An ExternalSecret by namespace and name.
-pub type ChildKey = (String, String);
+/// An ExternalSecret by namespace and name: shared strings, since the child cache and its
+/// index by bundle hold the same key, and thousands of children one namespace.
+pub type ChildKey = (Arc<str>, Arc<str>);
+
+pub fn child_key(namespace: &str, name: &str) -> ChildKey {
+    (super::compact::shared(namespace), Arc::from(name))
+}
 
 /// A secret store: SecretStores live in a namespace, ClusterSecretStores in none ("").
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,13 +26,28 @@ pub struct StoreId {
     pub name: String,
 }
 
+/// A child's name in the index: a 64-bit digest of namespace and name, not the strings, since
+/// there is one per child. Only wake-ups read this index, and a collision (about one in 10^10
+/// at 50,000 children) wakes a bundle that then finds nothing to do.
+type ChildDigest = u64;
+
+/// FNV-1a: stable, and enough to spread names that are never chosen against it.
+fn digest(namespace: &str, name: &str) -> ChildDigest {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in namespace.bytes().chain([0]).chain(name.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// Everything one bundle is indexed under, to unlink it again.
 #[derive(Debug, Default)]
 struct Keys {
     namespace: String,
     dependencies: Vec<String>,
     stores: Vec<StoreId>,
-    children: Vec<ChildKey>,
+    children: Vec<ChildDigest>,
     uid: Option<String>,
 }
 
@@ -36,25 +57,29 @@ pub struct Index {
     by_namespace: HashMap<String, Names>,
     by_dependency: HashMap<String, Names>,
     by_store: HashMap<StoreId, Names>,
-    by_child: HashMap<ChildKey, Names>,
+    by_child: HashMap<ChildDigest, Names>,
     by_uid: HashMap<String, String>,
 }
 
-/// Bundle names under one key: usually one or a few, so a vector (a set's node would cost
-/// hundreds of bytes per key, and there is a key per child).
-type Names = Vec<String>;
+/// Bundle names under one key: usually one, sized exactly and sharing the bundle's name (a
+/// set's node, or a vector's spare room, would cost more than the key; there is one per child).
+type Names = Box<[Arc<str>]>;
 
-fn link<K: Hash + Eq>(map: &mut HashMap<K, Names>, key: K, name: &str) {
+fn link<K: Hash + Eq>(map: &mut HashMap<K, Names>, key: K, name: &Arc<str>) {
     let names = map.entry(key).or_default();
     if !names.iter().any(|n| n == name) {
-        names.push(name.to_string());
-        names.sort_unstable();
+        let mut v = names.to_vec();
+        v.push(name.clone());
+        v.sort_unstable();
+        *names = v.into_boxed_slice();
     }
 }
 
 fn unlink<K: Hash + Eq>(map: &mut HashMap<K, Names>, key: &K, name: &str) {
     if let Some(names) = map.get_mut(key) {
-        names.retain(|n| n != name);
+        if names.iter().any(|n| &**n == name) {
+            *names = names.iter().filter(|n| &***n != name).cloned().collect();
+        }
         if names.is_empty() {
             map.remove(key);
         }
@@ -62,7 +87,11 @@ fn unlink<K: Hash + Eq>(map: &mut HashMap<K, Names>, key: &K, name: &str) {
 }
 
 fn get<K: Hash + Eq>(map: &HashMap<K, Names>, key: &K) -> Vec<String> {
-    map.get(key).cloned().unwrap_or_default()
+    map.get(key)
+        .into_iter()
+        .flatten()
+        .map(|n| n.to_string())
+        .collect()
 }
 
 /// The stores a bundle reads, as the store watches name them.
@@ -85,6 +114,7 @@ impl Index {
     pub fn upsert(&mut self, bundle: &SecretBundle) {
         let name = bundle.name_any();
         self.remove(&name);
+        let shared: Arc<str> = Arc::from(name.as_str());
         let ns = bundle.spec.target_namespace.clone();
         let keys = Keys {
             namespace: ns.clone(),
@@ -94,19 +124,19 @@ impl Index {
                 .spec
                 .secrets
                 .iter()
-                .map(|s| (ns.clone(), s.name.clone()))
+                .map(|s| digest(&ns, &s.name))
                 .collect(),
             uid: bundle.metadata.uid.clone(),
         };
-        link(&mut self.by_namespace, keys.namespace.clone(), &name);
+        link(&mut self.by_namespace, keys.namespace.clone(), &shared);
         for d in &keys.dependencies {
-            link(&mut self.by_dependency, d.clone(), &name);
+            link(&mut self.by_dependency, d.clone(), &shared);
         }
         for s in &keys.stores {
-            link(&mut self.by_store, s.clone(), &name);
+            link(&mut self.by_store, s.clone(), &shared);
         }
         for c in &keys.children {
-            link(&mut self.by_child, c.clone(), &name);
+            link(&mut self.by_child, *c, &shared);
         }
         if let Some(uid) = &keys.uid {
             self.by_uid.insert(uid.clone(), name.clone());
@@ -159,9 +189,10 @@ impl Index {
         get(&self.by_store, id)
     }
 
-    /// Bundles with a secret of this name in this namespace: owner and any contender.
+    /// Bundles with a secret of this name in this namespace: owner and any contender (and, on
+    /// a digest collision, a bundle that only has to look).
     pub fn wanting(&self, key: &ChildKey) -> Vec<String> {
-        get(&self.by_child, key)
+        get(&self.by_child, &digest(&key.0, &key.1))
     }
 
     /// The bundle with this UID (an ownerReference names it so).
@@ -193,7 +224,7 @@ mod tests {
         ix.upsert(&bundle("b", "apps", &["a"], &["db", "cache"]));
         assert_eq!(ix.targeting("apps"), ["a", "b"]);
         assert_eq!(ix.dependents("a"), ["b"]);
-        assert_eq!(ix.wanting(&("apps".into(), "db".into())), ["a", "b"]);
+        assert_eq!(ix.wanting(&child_key("apps", "db")), ["a", "b"]);
         let vault = StoreId {
             kind: StoreKind::ClusterSecretStore,
             namespace: String::new(),
@@ -205,10 +236,18 @@ mod tests {
         ix.upsert(&bundle("b", "other", &[], &["cache"]));
         assert_eq!(ix.targeting("apps"), ["a"]);
         assert!(ix.dependents("a").is_empty());
-        assert_eq!(ix.wanting(&("apps".into(), "db".into())), ["a"]);
+        assert_eq!(ix.wanting(&child_key("apps", "db")), ["a"]);
         ix.remove("a");
         assert!(ix.targeting("apps").is_empty());
-        assert!(ix.wanting(&("apps".into(), "db".into())).is_empty());
+        assert!(ix.wanting(&child_key("apps", "db")).is_empty());
         assert_eq!(ix.all(), ["b"]);
+    }
+
+    /// The digest is part of no stored state, but it must not collide on names that differ
+    /// only in where namespace ends and name begins.
+    #[test]
+    fn a_child_digest_separates_namespace_from_name() {
+        assert_ne!(digest("ab", "c"), digest("a", "bc"));
+        assert_eq!(digest("apps", "db"), digest("apps", "db"));
     }
 }

@@ -4,6 +4,8 @@
 //! state at least as new as the event that woke it.
 
 mod child;
+mod compact;
+mod elsewhere;
 mod index;
 mod mirror;
 
@@ -17,12 +19,22 @@ use kube::runtime::watcher;
 use secretbundle_api::SecretBundle;
 
 pub(crate) use child::other_claims_spec;
-pub use child::{Child, ChildCondition, EsObject, Foreign};
-pub use index::{ChildKey, Index, StoreId, store_ids};
+pub use child::{Child, ChildCondition, EsObject, Foreign, Ready};
+pub use elsewhere::Elsewhere;
+pub use index::{ChildKey, Index, StoreId, child_key, store_ids};
 pub use mirror::{Cached, Changed, Mirror};
 
 use crate::eso::{CrdProblem, EsoKind, EsoVersion, ServedSchema};
-use crate::facts::{NamespaceFact, StoreFact};
+use crate::facts::{NamespaceFact, Peer, StoreFact};
+
+impl Cached for Peer {
+    fn version(&self) -> Option<u64> {
+        self.resource_version
+    }
+    fn same(&self, other: &Self) -> bool {
+        self.depends_on == other.depends_on && self.fact == other.fact
+    }
+}
 
 impl Cached for NamespaceFact {
     fn same(&self, other: &Self) -> bool {
@@ -123,6 +135,8 @@ impl Default for Kind {
 pub enum Current {
     /// Labelled for some bundle (this one or another).
     Labelled(Arc<Child>),
+    /// Labelled for a bundle of another shard (or for this shard's, which just moved here).
+    Elsewhere(Elsewhere),
     /// Exists without the bundle label.
     Foreign(Foreign),
     Absent,
@@ -161,6 +175,10 @@ pub struct Caches {
     stores: RwLock<BTreeMap<EsoKind, Mirror<StoreId, StoreFact>>>,
     children: RwLock<Indexed<Arc<Child>>>,
     foreign: RwLock<Indexed<Foreign>>,
+    /// Sharded: other shards' bundles and children, as much of them as this shard needs.
+    sharded: bool,
+    peers: RwLock<Mirror<String, Peer>>,
+    elsewhere: RwLock<Indexed<Elsewhere>>,
     claims: Mutex<HashMap<ChildKey, String>>,
     /// The schema the ExternalSecret CRD serves (what a bundle may use).
     eso_schema: RwLock<Option<Arc<ServedSchema>>>,
@@ -171,7 +189,15 @@ pub struct Caches {
 
 impl Caches {
     pub fn new(wake: Wake) -> Self {
+        Self::with_shards(wake, false)
+    }
+
+    /// `sharded`: reconciles wait for the other shards' bundles and children to be listed too.
+    pub fn with_shards(wake: Wake, sharded: bool) -> Self {
         Caches {
+            sharded,
+            peers: RwLock::default(),
+            elsewhere: RwLock::new(Indexed::new(|e: &Elsewhere| vec![e.bundle().to_string()])),
             wake,
             index: RwLock::default(),
             namespaces: RwLock::default(),
@@ -231,6 +257,32 @@ impl Caches {
         };
         let dependents = read(&self.index).dependents(&touched);
         self.wake(dependents);
+    }
+
+    /// Another shard's bundle changed: wake this shard's bundles that depend on it. Returns
+    /// whether the watch has listed everything.
+    pub fn peer_event(&self, event: watcher::Event<(String, Peer)>) -> bool {
+        let mut peers = write(&self.peers);
+        let was_synced = peers.synced();
+        let changes = peers.apply(event);
+        let synced = peers.synced();
+        drop(peers);
+        if synced && !was_synced {
+            self.progressed();
+        }
+        let index = read(&self.index);
+        let names: Vec<String> = changes
+            .iter()
+            .flat_map(|(name, _, _)| index.dependents(name))
+            .collect();
+        drop(index);
+        self.wake(names);
+        synced
+    }
+
+    /// What is kept of another shard's bundle.
+    pub fn peer(&self, name: &str) -> Option<Peer> {
+        read(&self.peers).get(&name.to_string()).cloned()
     }
 
     // --- Namespaces ----------------------------------------------------------------------
@@ -350,6 +402,9 @@ impl Caches {
                 let mut f = write(&self.foreign);
                 let changes = f.mirror.clear();
                 f.record(&changes);
+                let mut e = write(&self.elsewhere);
+                let changes = e.mirror.clear();
+                e.record(&changes);
             }
             EsoKind::SecretStore | EsoKind::ClusterSecretStore => {
                 write(&self.stores).remove(&kind);
@@ -361,6 +416,7 @@ impl Caches {
     pub fn ready(&self) -> bool {
         let kinds = read(&self.kinds);
         read(&self.namespaces).synced()
+            && (!self.sharded || read(&self.peers).synced())
             && EsoKind::ALL.iter().all(|k| {
                 kinds
                     .get(k)
@@ -444,6 +500,29 @@ impl Caches {
         self.wake(names);
     }
 
+    /// A change to another shard's child: wake its bundle (it may have just moved here) and
+    /// same-name contenders. Returns whether the watch has listed everything.
+    pub fn elsewhere_event(&self, event: watcher::Event<(ChildKey, Elsewhere)>) -> bool {
+        let mut elsewhere = write(&self.elsewhere);
+        let changes = elsewhere.apply(event);
+        let synced = elsewhere.mirror.synced();
+        drop(elsewhere);
+        let index = read(&self.index);
+        let mut names = BTreeSet::new();
+        for (key, old, new) in &changes {
+            names.extend(old.iter().chain(new).map(|e| e.bundle().to_string()));
+            names.extend(index.wanting(key));
+        }
+        drop(index);
+        self.wake(names);
+        synced
+    }
+
+    /// Whether this shard caches other shards' children (and must list them before reconciling).
+    pub fn sharded(&self) -> bool {
+        self.sharded
+    }
+
     /// A change to an ExternalSecret no bundle label claims.
     pub fn foreign_event(&self, event: watcher::Event<(ChildKey, Foreign)>) -> bool {
         let mut foreign = write(&self.foreign);
@@ -467,6 +546,9 @@ impl Caches {
         if let Some(c) = read(&self.children).mirror.get(key) {
             return Current::Labelled(c.clone());
         }
+        if let Some(e) = read(&self.elsewhere).mirror.get(key) {
+            return Current::Elsewhere(e.clone());
+        }
         match read(&self.foreign).mirror.get(key) {
             Some(f) => Current::Foreign(f.clone()),
             None => Current::Absent,
@@ -480,6 +562,13 @@ impl Caches {
             .into_iter()
             .map(|(k, c)| (k, Current::Labelled(c)))
             .collect();
+        // Moved here from another shard and not relabelled yet; never listed twice.
+        let elsewhere: Vec<_> = read(&self.elsewhere).indexed(bundle);
+        for (k, e) in elsewhere {
+            if !out.iter().any(|(have, _)| *have == k) {
+                out.push((k, Current::Elsewhere(e)));
+            }
+        }
         if let Some(uid) = uid {
             out.extend(
                 read(&self.foreign)

@@ -17,11 +17,12 @@ use tokio::sync::Semaphore;
 use super::handover;
 use super::render::render;
 use crate::applied::{APPLIED_HASH_ANNOTATION, with_hash};
-use crate::cache::{Caches, Child, ChildKey, Claim, Current, EsObject};
+use crate::cache::{Caches, Child, ChildKey, Claim, Current, EsObject, child_key};
 use crate::error::{Error, KubeContext};
 use crate::eso::{EsoKind, EsoVersion};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
+use crate::shard::Shard;
 use crate::status::{self, Report};
 
 fn api<K>(client: &Client, ns: &str, version: EsoVersion) -> Api<K>
@@ -60,12 +61,18 @@ pub async fn sync(
     caches: &Caches,
     metrics: &Metrics,
     writes: &Semaphore,
+    shard: Option<&Shard>,
     bundle: &SecretBundle,
     version: EsoVersion,
 ) -> Result<(Report, Option<u16>), Error> {
     let ns = &bundle.spec.target_namespace;
     let desired = match render(bundle, version) {
-        Ok(d) => d,
+        Ok(mut d) => {
+            if let Some(shard) = shard {
+                shard.stamp(bundle, &mut d);
+            }
+            d
+        }
         Err(e) => {
             let r = report(bundle, version, Reason::InvalidSpec, e.to_string(), vec![]);
             return Ok((r, None));
@@ -149,7 +156,7 @@ impl One<'_> {
         let (bundle, me) = (self.bundle, self.me);
         let ns = &bundle.spec.target_namespace;
         let name = want.name_any();
-        let key = (ns.clone(), name.clone());
+        let key = child_key(ns, &name);
         let adopt =
             spec.adoption_policy.unwrap_or(bundle.spec.adoption_policy) == AdoptionPolicy::IfExists;
         let want = with_hash(want)?;
@@ -177,6 +184,15 @@ impl One<'_> {
                 self.write(key, want, forced).await?
             }
             Current::Foreign(_) => Outcome::Conflict(not_ours(ns, &name)),
+            Current::Elsewhere(e) if e.bundle() != me => {
+                Outcome::Conflict(managed_by_other(ns, &name, e.bundle()))
+            }
+            // Ours, still labelled for the shard this bundle moved from: relabel exactly it.
+            Current::Elsewhere(e) => {
+                let mut want = want;
+                want.metadata.resource_version = e.resource_version();
+                self.write(key, want, forced).await?
+            }
             Current::Absent => match self.caches.claim(&key, me) {
                 // New: no force, so an object someone created meanwhile is a conflict, not ours.
                 // The claim is held until what was created is in the cache.
@@ -371,12 +387,13 @@ async fn prune(
     let wanted = bundle.spec.secret_names();
     let mine = caches.children_of(&bundle.name_any(), bundle.metadata.uid.as_deref());
     for ((child_ns, name), current) in mine {
-        if &child_ns != ns || wanted.contains(name.as_str()) {
+        if *child_ns != **ns || wanted.contains(&*name) {
             continue;
         }
         let uid = match &current {
             Current::Labelled(c) => c.uid(),
             Current::Foreign(f) => f.uid.clone(),
+            Current::Elsewhere(e) => e.uid(),
             Current::Absent => continue,
         };
         delete(api, &name, uid).await?;

@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::core::{Selector, SelectorExt};
-use secretbundle_api::{SecretBundle, StoreKind, condition};
+use secretbundle_api::{SecretBundle, StoreKind};
 
 use super::render::render;
 use crate::eso::{Capabilities, EsoVersion, ServedSchema, features};
+pub use crate::facts::dependency_fact;
 use crate::facts::{DependencyFact, Facts, NamespaceFact, StoreCondition, StoreFact};
 use crate::reason::Reason;
 
@@ -166,31 +167,6 @@ pub fn namespace_allowed(
             .any(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match(ns)));
         by_selector || c.namespaces.iter().any(|n| n == ns) || by_regex
     })
-}
-
-/// A dependency is Ready when its Ready condition is True for its current generation.
-pub fn dependency_fact(dep: Option<&SecretBundle>) -> DependencyFact {
-    let Some(dep) = dep else {
-        return DependencyFact::Missing;
-    };
-    let conditions = dep.status.as_ref().map(|s| s.conditions.as_slice());
-    let find = |t: &str| conditions.and_then(|cs| cs.iter().find(|c| c.type_ == t));
-    let reconciling = find(condition::RECONCILING).is_some_and(|c| c.status == "True");
-    match find(condition::READY) {
-        Some(c) if c.observed_generation != dep.metadata.generation => DependencyFact::NotReady {
-            reason: "status is for an older generation".into(),
-            progressing: true,
-        },
-        Some(c) if c.status == "True" => DependencyFact::Ready,
-        Some(c) => DependencyFact::NotReady {
-            reason: c.reason.clone(),
-            progressing: reconciling,
-        },
-        None => DependencyFact::NotReady {
-            reason: "no status yet".into(),
-            progressing: true,
-        },
-    }
 }
 
 /// A path `start -> ... -> start` through `dependsOn`, if one exists.

@@ -10,7 +10,6 @@ pub mod render;
 use std::sync::Arc;
 
 use kube::api::Api;
-use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::Store;
@@ -24,6 +23,7 @@ use crate::error::Error;
 use crate::eso::{CrdProblem, EsoKind};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
+use crate::shard::Shard;
 use crate::status::{Report, StatusWriter};
 
 /// What every reconcile shares.
@@ -39,7 +39,7 @@ pub(crate) struct Context {
     /// Child writes in flight, across all bundles: `--concurrency` of them.
     pub writes: tokio::sync::Semaphore,
     /// This replica's shard: only bundles whose labels match are reconciled (all when `None`).
-    pub shard: Option<Selector>,
+    pub shard: Option<Shard>,
 }
 
 /// Consecutive failed reconciles per bundle, for exponential backoff.
@@ -125,6 +125,7 @@ async fn on_apply(bundle: &SecretBundle, ctx: &Context) -> Result<Action, Error>
                 &ctx.caches,
                 &ctx.metrics,
                 &ctx.writes,
+                ctx.shard.as_ref(),
                 bundle,
                 version,
             )

@@ -16,7 +16,7 @@ use super::gates;
 use crate::cache::{Caches, StoreId, store_ids};
 use crate::error::{Error, KubeContext};
 use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
-use crate::facts::{DependencyFact, Facts, NamespaceFact, StoreFact, StoreKey, read_store};
+use crate::facts::{DependencyFact, Facts, NamespaceFact, Peer, StoreFact, StoreKey, read_store};
 
 /// The facts for `bundle`, from the caches.
 pub fn facts(caches: &Caches, bundles: &Store<SecretBundle>, bundle: &SecretBundle) -> Facts {
@@ -28,7 +28,13 @@ pub fn facts(caches: &Caches, bundles: &Store<SecretBundle>, bundle: &SecretBund
         .into_iter()
         .map(|id| (caches.store(&id), id))
         .collect();
-    assemble(bundles, bundle, namespace, crd, stores)
+    let peer = |name: &str| {
+        bundles
+            .get(&ObjectRef::new(name))
+            .map(|b| Peer::of(&b))
+            .or_else(|| caches.peer(name))
+    };
+    assemble(&peer, bundle, namespace, crd, stores)
 }
 
 /// The facts for `bundle`, fetched from the cluster (for `explain`, which keeps no caches).
@@ -67,8 +73,9 @@ pub async fn fetch(
         };
         stores.push((fact, id));
     }
+    let peer = |name: &str| bundles.get(&ObjectRef::new(name)).map(|b| Peer::of(&b));
     Ok(assemble(
-        bundles,
+        &peer,
         bundle,
         namespace,
         (crd, eso_schema.map(Arc::new)),
@@ -126,8 +133,9 @@ async fn fetch_store(
     Ok(store.map_or(StoreFact::Absent, |s| read_store(&s.data)))
 }
 
+/// `peer`: a bundle by name, from this shard's cache or (of another shard) what is kept of it.
 fn assemble(
-    bundles: &Store<SecretBundle>,
+    peer: &dyn Fn(&str) -> Option<Peer>,
     bundle: &SecretBundle,
     namespace: NamespaceFact,
     (crd, eso_schema): (Result<EsoVersion, CrdProblem>, Option<Arc<ServedSchema>>),
@@ -138,10 +146,8 @@ fn assemble(
         .depends_on
         .iter()
         .map(|d| {
-            (
-                d.clone(),
-                gates::dependency_fact(bundles.get(&ObjectRef::new(d)).as_deref()),
-            )
+            let fact = peer(d).map_or(DependencyFact::Missing, |p| p.fact);
+            (d.clone(), fact)
         })
         .collect();
     let me = bundle.name_any();
@@ -149,10 +155,7 @@ fn assemble(
         if n == me {
             return bundle.spec.depends_on.clone();
         }
-        bundles
-            .get(&ObjectRef::new(n))
-            .map(|b| b.spec.depends_on.clone())
-            .unwrap_or_default()
+        peer(n).map(|p| p.depends_on).unwrap_or_default()
     };
     let cycle = gates::find_cycle(&me, &depends_on);
 

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::conditions::{self, Report};
+use super::digest;
 use crate::backoff::retry_delay;
 use crate::metrics::Metrics;
 use crate::reason::{Phase, Reason};
@@ -256,6 +257,23 @@ impl StatusWriter {
         q.written.remove(name);
     }
 
+    /// The bundle cache now holds `bundle`: a write it includes need not be kept any longer
+    /// (at 10,000 children, kept writes were a tenth of the operator's memory).
+    pub fn seen(&self, bundle: &SecretBundle) {
+        let mut q = self.queue();
+        let name = bundle.name_any();
+        let done = q.written.get(&name).is_some_and(|w| {
+            w.uid != bundle.metadata.uid
+                || caught_up(
+                    bundle.metadata.resource_version.as_deref(),
+                    w.resource_version.as_deref(),
+                )
+        });
+        if done {
+            q.written.remove(&name);
+        }
+    }
+
     /// Forgets every bundle `keep` says is gone (after a relist, which reports no deletions).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         let mut q = self.queue();
@@ -287,7 +305,7 @@ impl StatusWriter {
             &p.report,
             &Time(k8s_openapi::jiff::Timestamp::now()),
         );
-        if bundle.status.as_ref() == Some(&next) {
+        if digest::same(bundle.status.as_ref(), Some(&next)) {
             return Ok(());
         }
         let patch = json!({
@@ -370,7 +388,7 @@ impl StatusWriter {
 /// The bundle's status already is what `report` would write.
 fn unchanged(bundle: &SecretBundle, report: &Report) -> bool {
     let next = conditions::next_status(bundle, report, &Time(k8s_openapi::jiff::Timestamp::now()));
-    bundle.status.as_ref() == Some(&next)
+    digest::same(bundle.status.as_ref(), Some(&next))
 }
 
 #[cfg(test)]

@@ -326,3 +326,24 @@ async fn drained_returns_once_the_write_in_flight_is_answered() {
     }
     assert!(api.writer.idle());
 }
+
+/// What was written is kept only until the cache holds it: at steady state nothing is.
+#[tokio::test(start_paused = true)]
+async fn a_write_is_forgotten_once_the_cache_holds_it() {
+    let mut api = Api::start(None);
+    api.report(Reason::Ready);
+    let (ex, _) = api.patch().await;
+    api.accept(ex);
+    while api.writer.queue().written.is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stale = api.store.get(&ObjectRef::new("b")).expect("cached");
+    api.writer.seen(&stale);
+    assert_eq!(api.writer.queue().written.len(), 1, "the cache is behind");
+    api.watch_event();
+    api.writer.seen(&api.server);
+    assert!(api.writer.queue().written.is_empty());
+    // ...and a report equal to the status now in the cache still writes nothing.
+    api.report(Reason::Ready);
+    assert!(api.next().await.is_none());
+}

@@ -1,4 +1,5 @@
-//! The bundle watch, and what is forgotten with a bundle that is gone.
+//! The bundle watch (of this shard's bundles, when sharded), and what is forgotten with a
+//! bundle that is gone (or moved to another shard: to this watch, it was deleted).
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use super::triggers::Triggers;
 use crate::cache::Caches;
 use crate::metrics::Metrics;
 use crate::reconcile::Failures;
+use crate::shard::Shard;
 use crate::status::StatusWriter;
 
 /// The bundle watch: fills the bundle cache, then the index, then wakes dependents, in that
@@ -25,6 +27,7 @@ use crate::status::StatusWriter;
 pub(super) fn bundle_events(
     client: &Client,
     lists: &Lists,
+    shard: Option<&Shard>,
     writer: reflector::store::Writer<SecretBundle>,
     store: Store<SecretBundle>,
     caches: Arc<Caches>,
@@ -33,10 +36,18 @@ pub(super) fn bundle_events(
     lists
         .watch(
             Api::<SecretBundle>::all(client.clone()),
-            watcher::Config::default(),
+            match shard {
+                Some(shard) => watcher::Config::default().labels(&shard.selector().to_string()),
+                None => watcher::Config::default(),
+            },
         )
         .backoff(WatchBackoff::default())
-        .modify(|b: &mut SecretBundle| b.managed_fields_mut().clear())
+        .modify(|b: &mut SecretBundle| {
+            b.managed_fields_mut().clear();
+            if let Some(s) = b.status.as_mut() {
+                crate::status::compact(s);
+            }
+        })
         .reflect(writer)
         .inspect_ok({
             let store = store.clone();
@@ -88,7 +99,8 @@ impl Gone {
                 self.failures.retain(keep);
                 self.status.retain(keep);
             }
-            watcher::Event::Apply(_) | watcher::Event::Init | watcher::Event::InitApply(_) => {}
+            watcher::Event::Apply(b) | watcher::Event::InitApply(b) => self.status.seen(b),
+            watcher::Event::Init => {}
         }
     }
 }

@@ -17,13 +17,14 @@ use tracing::{info, warn};
 
 use super::listwatch::Lists;
 use super::stream::{WatchBackoff, map_event};
-use crate::cache::{Caches, Child, EsObject, Foreign, StoreId};
+use crate::cache::{Caches, Child, Elsewhere, EsObject, Foreign, StoreId, child_key};
 use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
 use crate::facts::read_store;
+use crate::shard::Shard;
 use crate::task::AbortOnDrop;
 
 /// Follows the three ESO CRDs until the operator stops.
-pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>) {
+pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>, shard: Option<Shard>) {
     let crds: Vec<_> = EsoKind::ALL
         .into_iter()
         .map(|kind| {
@@ -79,6 +80,7 @@ pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>) {
                 caches.crd_usable(kind, version, true);
                 let task = tokio::spawn(watch_objects(
                     client.clone(),
+                    shard.clone(),
                     // Bundles may be waiting on it: no streaming list's extra second.
                     if caches.running() {
                         lists.paged()
@@ -127,56 +129,75 @@ fn own_list_done<K>(event: &watcher::Event<K>) -> bool {
 
 async fn watch_objects(
     client: Client,
+    shard: Option<Shard>,
     lists: Lists,
     caches: Arc<Caches>,
     kind: EsoKind,
     version: EsoVersion,
 ) {
     match kind {
-        EsoKind::ExternalSecret => watch_external_secrets(client, lists, caches, version).await,
+        EsoKind::ExternalSecret => {
+            watch_external_secrets(client, shard, lists, caches, version).await;
+        }
         EsoKind::SecretStore | EsoKind::ClusterSecretStore => {
             watch_stores(client, lists, caches, kind, version).await;
         }
     }
 }
 
+type Meta = PartialObjectMeta<DynamicObject>;
+
 /// Which stream an ExternalSecret event came from.
 enum Es {
     Ours(watcher::Result<watcher::Event<EsObject>>),
-    Other(watcher::Result<watcher::Event<PartialObjectMeta<DynamicObject>>>),
+    Other(watcher::Result<watcher::Event<Meta>>),
+    Elsewhere(watcher::Result<watcher::Event<Meta>>),
 }
 
-/// The operator's children in full (by label), any other ExternalSecret by metadata.
+/// The operator's children in full (by label; this shard's, when sharded), other shards'
+/// children and any other ExternalSecret by metadata.
 async fn watch_external_secrets(
     client: Client,
+    shard: Option<Shard>,
     lists: Lists,
     caches: Arc<Caches>,
     version: EsoVersion,
 ) {
     let ar = EsoKind::ExternalSecret.api_resource(version);
+    let ours_selector = shard
+        .as_ref()
+        .map_or_else(|| BUNDLE_LABEL.to_string(), Shard::children);
     let ours = lists
         .watch(
             Api::<EsObject>::all_with(client.clone(), &ar),
-            watcher::Config::default().labels(BUNDLE_LABEL),
+            watcher::Config::default().labels(&ours_selector),
         )
         .backoff(WatchBackoff::default())
         .map(Es::Ours);
-    let others = lists
-        .watch(
-            Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &ar),
-            watcher::Config::default().labels(&format!("!{BUNDLE_LABEL}")),
-        )
-        .backoff(WatchBackoff::default())
-        .map(Es::Other);
-    let mut events = stream::select(ours.boxed(), others.boxed());
+    let meta = |selector: &str| {
+        lists
+            .watch(
+                Api::<Meta>::all_with(client.clone(), &ar),
+                watcher::Config::default().labels(selector),
+            )
+            .backoff(WatchBackoff::default())
+    };
+    let others = meta(&format!("!{BUNDLE_LABEL}")).map(Es::Other);
+    let mut streams = vec![ours.boxed(), others.boxed()];
+    if let Some(shard) = &shard {
+        streams.push(meta(&shard.others_children()).map(Es::Elsewhere).boxed());
+    }
+    let mut events = stream::select_all(streams);
     let (mut ours_listed, mut others_listed) = (false, false);
+    // Unsharded, there is no other shard's child to list.
+    let mut elsewhere_listed = shard.is_none();
     while let Some(event) = events.next().await {
-        let was_listed = ours_listed && others_listed;
+        let was_listed = ours_listed && others_listed && elsewhere_listed;
         match event {
             Es::Ours(Ok(event)) => {
                 let done = own_list_done(&event);
                 let synced = caches.child_event(map_event(event, |o: EsObject| {
-                    let key = (o.namespace().unwrap_or_default(), o.name_any());
+                    let key = child_key(&o.namespace().unwrap_or_default(), &o.name_any());
                     (key, Arc::new(Child::from(o)))
                 }));
                 ours_listed |= done && synced;
@@ -184,17 +205,25 @@ async fn watch_external_secrets(
             Es::Other(Ok(event)) => {
                 let done = own_list_done(&event);
                 let synced = caches.foreign_event(map_event(event, |o| {
-                    let key = (o.namespace().unwrap_or_default(), o.name_any());
+                    let key = child_key(&o.namespace().unwrap_or_default(), &o.name_any());
                     (key, Foreign::from_meta(&o))
                 }));
                 others_listed |= done && synced;
             }
-            Es::Ours(Err(e)) | Es::Other(Err(e)) => {
+            Es::Elsewhere(Ok(event)) => {
+                let done = own_list_done(&event);
+                let synced = caches.elsewhere_event(map_event(event, |o| {
+                    let key = child_key(&o.namespace().unwrap_or_default(), &o.name_any());
+                    (key, Elsewhere::from_meta(&o))
+                }));
+                elsewhere_listed |= done && synced;
+            }
+            Es::Ours(Err(e)) | Es::Other(Err(e)) | Es::Elsewhere(Err(e)) => {
                 warn!(error = %e, "ExternalSecret watch failed; retrying");
                 continue;
             }
         }
-        if ours_listed && others_listed && !was_listed {
+        if ours_listed && others_listed && elsewhere_listed && !was_listed {
             caches.synced(EsoKind::ExternalSecret, version);
         }
     }

@@ -8,6 +8,7 @@ mod bundles;
 mod eso;
 mod listwatch;
 mod namespaces;
+mod peers;
 mod stream;
 mod triggers;
 
@@ -17,7 +18,6 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
-use kube::core::Selector;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, CustomResourceExt};
@@ -30,6 +30,7 @@ use self::stream::WatchBackoff;
 use crate::cache::Caches;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, Failures, error_policy, reconcile};
+use crate::shard::Shard;
 use crate::status::StatusWriter;
 use crate::task::AbortOnDrop;
 
@@ -38,9 +39,9 @@ use crate::task::AbortOnDrop;
 pub struct Options {
     /// Bundles reconciled at the same time.
     pub concurrency: u16,
-    /// Reconcile only bundles whose labels match (one shard of several); all bundles are still
-    /// read, since a bundle may depend on one in another shard.
-    pub shard: Option<Selector>,
+    /// Reconcile only bundles whose labels match (one shard of several). The other shards'
+    /// bundles are still read, as dependencies, and their children, as names taken.
+    pub shard: Option<Shard>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -72,7 +73,15 @@ pub async fn run_with(
     await_own_crd(&client).await;
     let lists = Lists::detect(&client).await;
     let (wake, woken) = mpsc::unbounded();
-    let caches = Arc::new(Caches::new(wake));
+    let caches = Arc::new(Caches::with_shards(wake, options.shard.is_some()));
+    let _peers = options.shard.clone().map(|shard| {
+        AbortOnDrop(tokio::spawn(peers::watch(
+            client.clone(),
+            lists.clone(),
+            caches.clone(),
+            shard,
+        )))
+    });
     let _namespaces = AbortOnDrop(tokio::spawn(namespaces::watch(
         client.clone(),
         lists.clone(),
@@ -82,6 +91,7 @@ pub async fn run_with(
         client.clone(),
         lists.clone(),
         caches.clone(),
+        options.shard.clone(),
     )));
     caches.wait_ready().await;
     info!("caches filled; reconciling");
@@ -99,7 +109,7 @@ pub async fn run_with(
         store.clone(),
         recorder,
         metrics.clone(),
-        options.shard.clone(),
+        options.shard.as_ref().map(Shard::selector),
     );
     let failures = Arc::new(Failures::default());
     let gone = Gone {
@@ -107,7 +117,15 @@ pub async fn run_with(
         failures: failures.clone(),
         status: status.clone(),
     };
-    let bundle_events = bundle_events(&client, &lists, writer, store.clone(), caches.clone(), gone);
+    let bundle_events = bundle_events(
+        &client,
+        &lists,
+        options.shard.as_ref(),
+        writer,
+        store.clone(),
+        caches.clone(),
+        gone,
+    );
     let writers: Vec<_> = (0..2)
         .map(|_| AbortOnDrop(tokio::spawn(status.clone().run())))
         .collect();

@@ -10,10 +10,7 @@ use secretbundle_api::SecretBundle;
 use crate::cluster::{Cluster, FLOOR, OPERATOR, bundles, child_keys, desired, names};
 use crate::observer::Observer;
 use crate::runner::{Measured, Rate, log_dir};
-use crate::scenarios::{
-    LONG, Metrics, Preset, SHORT, bundle_sample, namespace_sample, record, restart, secs,
-    size_label,
-};
+use crate::scenarios::{LONG, Metrics, Preset, SHORT, restart, secs, size_label};
 
 /// Cold start: every bundle exists before the runner starts; timed until every child exists.
 /// At `rate: None` also kubectl, and a restart of the converged operator.
@@ -73,7 +70,7 @@ pub async fn cold(m: &mut Metrics, p: &Preset, rate: Rate) -> Result<()> {
         m.insert(format!("rss_mib.{size}"), rss);
         m.insert(format!("rss_mib.{size}_peak"), peak);
         if p.cached_samples > 0 {
-            cached_latencies(m, &c, &obs, &size, p.cached_samples).await?;
+            crate::cached::latencies(m, &c, &obs, &size, p).await?;
         }
         restart(m, &c, &mut op, &bundle_names, count).await?;
     } else {
@@ -187,24 +184,4 @@ async fn kubectl(set: &[SecretBundle], nss: &[String], keys: &[String]) -> Resul
     anyhow::ensure!(status.success(), "kubectl failed: see {}", k.log.display());
     let done = obs.all_children(keys, SHORT).await?;
     Ok(secs(t0, done))
-}
-
-/// Namespace -> children and bundle -> children while the operator holds every child of a
-/// large cold start in its cache (`latency_{size}.*`).
-async fn cached_latencies(
-    m: &mut Metrics,
-    c: &Cluster,
-    obs: &Observer,
-    size: &str,
-    samples: usize,
-) -> Result<()> {
-    let (mut by_ns, mut by_bundle) = (Vec::new(), Vec::new());
-    c.namespaces(&["cached-apps".into()]).await?;
-    for i in 0..samples {
-        by_ns.push(namespace_sample(c, obs, &format!("cached-late-{i}")).await?);
-        by_bundle.push(bundle_sample(c, obs, &format!("cached-new-{i}"), "cached-apps").await?);
-    }
-    record(m, &format!("latency_{size}.namespace_ms"), by_ns);
-    record(m, &format!("latency_{size}.bundle_ms"), by_bundle);
-    Ok(())
 }

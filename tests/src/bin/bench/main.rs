@@ -7,12 +7,13 @@
 //! repeats and reported as min/median/max, next to the machine's load.
 //!
 //! ```text
-//! bench [quick|full|scale] [--repeats=N] [--label=NAME] [--only=STEP,..]
+//! bench [quick|full|scale] [--repeats=N] [--label=NAME] [--only=STEP,..] [--cold=BxSxN]
 //!                                                  run; write bench/results/<preset>-<label>.{json,md}
 //! bench table BEFORE.json AFTER.json               a before/after table (markdown)
 //! bench floor KUBECONFIG --qps=N --burst=N         the floor client (started by the run)
 //! ```
 
+mod cached;
 mod cluster;
 mod cold;
 mod cost;
@@ -22,6 +23,7 @@ mod observer;
 mod report;
 mod runner;
 mod scenarios;
+mod shards;
 
 use anyhow::{Context as _, Result, bail};
 use secretbundle_tests::repo_root;
@@ -73,6 +75,18 @@ async fn run(args: &[String]) -> Result<()> {
     };
     if let Some(n) = flag("repeats") {
         preset.repeats = n.parse().context("--repeats")?;
+    }
+    // Another point of the scale curve: --cold=BUNDLESxSECRETSxNAMESPACES.
+    if let Some(c) = flag("cold") {
+        let n: Vec<usize> = c
+            .split('x')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .context("--cold=BUNDLESxSECRETSxNAMESPACES")?;
+        let [b, s, ns] = n[..] else {
+            bail!("--cold=BUNDLESxSECRETSxNAMESPACES, e.g. --cold=1250x20x100");
+        };
+        preset.cold = (b, s, ns);
     }
     let label = flag("label").unwrap_or_else(|| "latest".into());
     let only = flag("only");
@@ -154,10 +168,11 @@ fn write_results(
 }
 
 /// Every step, in the order a run takes them (`--only=` picks some by name).
-const STEPS: [(&str, Step); 8] = [
+const STEPS: [(&str, Step); 9] = [
     ("idle", Step::Idle),
     ("cold_qps50", Step::ColdThrottled),
     ("cold_unthrottled", Step::Cold),
+    ("shards", Step::Shards),
     ("lease", Step::Lease),
     ("one_ns", Step::OneNs),
     ("latency", Step::Latency),
@@ -170,6 +185,7 @@ enum Step {
     Idle,
     ColdThrottled,
     Cold,
+    Shards,
     Lease,
     OneNs,
     Latency,
@@ -183,6 +199,7 @@ impl Step {
             Step::Idle => scenarios::idle(m, p).await,
             Step::ColdThrottled => cold::cold(m, p, DEFAULT_RATE).await,
             Step::Cold => cold::cold(m, p, None).await,
+            Step::Shards => shards::shards(m, p).await,
             Step::Lease => lease::lease(m, p).await,
             Step::OneNs => scenarios::one_namespace(m, p).await,
             Step::Latency => scenarios::latencies(m, p).await,

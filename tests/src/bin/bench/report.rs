@@ -135,6 +135,16 @@ const ROWS: &[(&str, &str, &str)] = &[
         "cold start, unthrottled: CPU operator / floor",
         "<= 2",
     ),
+    (
+        "shards.seconds_ratio",
+        "two shards: cold start / one replica's",
+        "<= 1",
+    ),
+    (
+        "shards.rss_above_idle_ratio",
+        "two shards: the larger one's RSS above idle / one replica's",
+        "about 0.5",
+    ),
 ];
 
 fn target(key: &str) -> &'static str {

@@ -87,6 +87,7 @@ pub const SCALE: Preset = Preset {
     name: "scale",
     cold: (2500, 20, 100),
     cached_samples: 20,
+    crd_trials: 20,
     kubectl: false,
     repeats: 1,
     ..FULL
