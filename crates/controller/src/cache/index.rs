@@ -189,6 +189,19 @@ impl Index {
         get(&self.by_store, id)
     }
 
+    /// Bundles reading any store of `kind` (one entry per distinct store, not per bundle).
+    pub fn using_store_kind(&self, kind: StoreKind) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .by_store
+            .iter()
+            .filter(|(id, _)| id.kind == kind)
+            .flat_map(|(_, n)| n.iter().map(|n| n.to_string()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Bundles with a secret of this name in this namespace: owner and any contender (and, on
     /// a digest collision, a bundle that only has to look).
     pub fn wanting(&self, key: &ChildKey) -> Vec<String> {
@@ -231,6 +244,11 @@ mod tests {
             name: "vault".into(),
         };
         assert_eq!(ix.using_store(&vault), ["a", "b"]);
+        assert_eq!(
+            ix.using_store_kind(StoreKind::ClusterSecretStore),
+            ["a", "b"]
+        );
+        assert!(ix.using_store_kind(StoreKind::SecretStore).is_empty());
         assert_eq!(ix.with_uid("uid-b").as_deref(), Some("b"));
 
         ix.upsert(&bundle("b", "other", &[], &["cache"]));

@@ -16,7 +16,7 @@ use futures::channel::mpsc;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use secretbundle_api::SecretBundle;
+use secretbundle_api::{SecretBundle, StoreKind};
 
 pub(crate) use child::other_claims_spec;
 pub use child::{Child, ChildCondition, EsObject, Foreign, Ready};
@@ -379,7 +379,10 @@ impl Caches {
         self.publish(kind, Ok(version));
     }
 
-    /// Sets what reconciles see for `kind`; wakes every bundle when that changed.
+    /// Sets what reconciles see for `kind`; wakes the bundles it concerns when that changed:
+    /// every bundle for ExternalSecrets, the bundles reading such a store for a store kind (a
+    /// SecretStore CRD installed next to 50,000 cached children woke every bundle, and the few
+    /// waiting for it queued behind thousands with nothing to do).
     fn publish(&self, kind: EsoKind, state: Result<EsoVersion, CrdProblem>) {
         let mut kinds = write(&self.kinds);
         let k = kinds.entry(kind).or_default();
@@ -387,9 +390,16 @@ impl Caches {
         k.published = state;
         drop(kinds);
         self.progressed();
-        if changed {
-            self.wake_all();
+        if !changed {
+            return;
         }
+        let store = match kind {
+            EsoKind::ExternalSecret => return self.wake_all(),
+            EsoKind::SecretStore => StoreKind::SecretStore,
+            EsoKind::ClusterSecretStore => StoreKind::ClusterSecretStore,
+        };
+        let names = read(&self.index).using_store_kind(store);
+        self.wake(names);
     }
 
     /// Forgets every cached object of `kind` (its watch stopped).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::finalizer::{self, Event, finalizer};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use secretbundle_api::{FINALIZER, SecretBundle};
@@ -98,8 +98,15 @@ pub(crate) async fn reconcile(
             Event::Cleanup(b) => on_cleanup(&b, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = match result {
+        // Gone already: a reconcile woken from a cache that had not seen the deletion yet ran
+        // the cleanup once more and found the finalizer removed with the bundle. Done, as wanted.
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(s))) if s.code == 404 => {
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     ctx.metrics
         .finished(started, result.as_ref().err().map(Error::category));
     if result.is_ok() {
@@ -320,6 +327,19 @@ mod tests {
         assert!(patch.body.to_string().contains("remove"), "{}", patch.body);
         patch.json(200, &serde_json::to_value(&bundle).expect("json"));
         task.await.expect("task").expect("reconcile");
+    }
+
+    /// Woken again from a cache that has not seen the deletion yet: the cleanup runs once more,
+    /// and the finalizer it would remove is gone with the bundle. That is done, not a failure.
+    #[tokio::test(start_paused = true)]
+    async fn a_second_cleanup_of_a_bundle_already_gone_succeeds() {
+        let bundle = deleted_bundle("Orphan");
+        let (ctx, mut requests) = context(Err(CrdProblem::Absent), &bundle);
+        let task = tokio::spawn(reconcile(Arc::new(bundle), ctx));
+        let patch = requests.next().await.expect("the finalizer's removal");
+        assert_eq!(patch.method.as_str(), "PATCH");
+        patch.status(404, "secretbundles.secrets.ameide.io \"b\" not found");
+        task.await.expect("task").expect("nothing left to do");
     }
 
     #[test]

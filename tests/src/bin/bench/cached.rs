@@ -84,6 +84,15 @@ async fn store_crd(c: &Cluster, obs: &Observer, trials: usize) -> Result<Vec<f64
         for name in &bundle_names {
             api.delete(name, &DeleteParams::default()).await?;
         }
+        // Cleaned up before the next trial (and before the restart step that follows, which
+        // would otherwise count this cleanup's writes as the restart's).
+        let deadline = Instant::now() + LONG;
+        for name in &bundle_names {
+            while api.get_opt(name).await?.is_some() {
+                anyhow::ensure!(Instant::now() < deadline, "bundle {name} not deleted");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         delete_crd(&crds, &crd.name_any()).await?;
     }
     Ok(samples)
