@@ -39,12 +39,20 @@ pub async fn until_deleted<K>(api: &Api<K>, name: &str) -> Result<()>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
+    until_deleted_within(api, name, TIMEOUT).await
+}
+
+/// [`until_deleted`] with another deadline (the benchmark's busy control planes take longer).
+pub async fn until_deleted_within<K>(api: &Api<K>, name: &str, within: Duration) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
     let uid = match api.get_opt(name).await? {
         Some(o) => o.uid().unwrap_or_default(),
         None => return Ok(()),
     };
     match tokio::time::timeout(
-        TIMEOUT,
+        within,
         await_condition(api.clone(), name, conditions::is_deleted(&uid)),
     )
     .await
@@ -52,7 +60,7 @@ where
         Ok(r) => r
             .map(|_| ())
             .map_err(|e| anyhow!("{name}: waiting for deletion: {e}")),
-        Err(_) => Err(anyhow!("{name}: still exists after {TIMEOUT:?}")),
+        Err(_) => Err(anyhow!("{name}: still exists after {within:?}")),
     }
 }
 

@@ -18,23 +18,27 @@ use secretbundle_api::{BUNDLE_LABEL, SecretBundle};
 pub struct Shard {
     text: String,
     expressions: Vec<Expression>,
+    /// Built once: every reconcile and status write of a sharded replica matches against it.
+    selector: Selector,
 }
 
 impl Shard {
     pub fn new(text: &str) -> Result<Self, String> {
+        let expressions = expressions(text)?;
         Ok(Shard {
             text: text.to_string(),
-            expressions: expressions(text)?,
+            selector: expressions.iter().cloned().collect(),
+            expressions,
         })
     }
 
     /// The bundles of this shard.
-    pub fn selector(&self) -> Selector {
-        self.expressions.iter().cloned().collect()
+    pub fn selector(&self) -> &Selector {
+        &self.selector
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.selector().matches(labels)
+        self.selector.matches(labels)
     }
 
     /// The label keys the selector reads: what children carry of their bundle's labels.
@@ -61,7 +65,7 @@ impl Shard {
 
     /// The label selector of this shard's children.
     pub fn children(&self) -> String {
-        format!("{BUNDLE_LABEL},{}", self.selector())
+        format!("{BUNDLE_LABEL},{}", self.selector)
     }
 
     /// Every bundle of other shards, exactly when the selector has one requirement (its

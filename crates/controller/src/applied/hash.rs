@@ -28,13 +28,18 @@ pub fn current(obj: &DynamicObject) -> Result<String, Error> {
     let value = serde_json::to_value(obj).map_err(serialize)?;
     let mut bytes = Vec::with_capacity(1024);
     canonical(&value, &mut bytes)?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-    let mut out = String::with_capacity(PREFIX.len() + 64);
-    out.push_str(PREFIX);
+    Ok(sha256_hex(PREFIX, &bytes))
+}
+
+/// `prefix` followed by the SHA-256 of `bytes` in 64 lowercase hex digits.
+pub(crate) fn sha256_hex(prefix: &str, bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = String::with_capacity(prefix.len() + 64);
+    out.push_str(prefix);
     for b in digest.as_ref() {
         out.push_str(&format!("{b:02x}"));
     }
-    Ok(out)
+    out
 }
 
 /// JSON with every object's keys in byte order, whatever map type serde_json was built with

@@ -133,15 +133,15 @@ struct ChildStatus {
 
 /// ESO's Ready condition on a child.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct ChildCondition {
+struct ChildCondition {
     #[serde(rename = "type")]
-    pub type_: String,
+    type_: String,
     #[serde(default)]
-    pub status: String,
+    status: String,
     #[serde(default)]
-    pub reason: Option<String>,
+    reason: Option<String>,
     #[serde(default)]
-    pub message: Option<String>,
+    message: Option<String>,
 }
 
 impl Resource for EsObject {

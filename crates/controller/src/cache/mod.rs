@@ -19,7 +19,7 @@ use kube::runtime::watcher;
 use secretbundle_api::{SecretBundle, StoreKind};
 
 pub(crate) use child::other_claims_spec;
-pub use child::{Child, ChildCondition, EsObject, Foreign, Ready};
+pub use child::{Child, EsObject, Foreign, Ready};
 pub use elsewhere::Elsewhere;
 pub use index::{ChildKey, Index, StoreId, child_key, store_ids};
 pub use mirror::{Cached, Changed, Mirror};
@@ -192,7 +192,8 @@ impl Caches {
         Self::with_shards(wake, false)
     }
 
-    /// `sharded`: reconciles wait for the other shards' bundles and children to be listed too.
+    /// `sharded`: reconciles also wait for the other shards' bundles to be listed (their
+    /// children are part of the ExternalSecret watch's own list).
     pub fn with_shards(wake: Wake, sharded: bool) -> Self {
         Caches {
             sharded,
@@ -491,18 +492,24 @@ impl Caches {
         let changes = children.apply(event);
         let synced = children.mirror.synced();
         drop(children);
-        self.wake_for_children(&changes);
+        self.wake_for_labelled(&changes, |c| c.bundle());
         synced
     }
 
-    fn wake_for_children(&self, changes: &[Changed<ChildKey, Arc<Child>>]) {
+    /// Wakes the bundle a changed child is labelled for (before and after) and same-name
+    /// contenders.
+    fn wake_for_labelled<V>(
+        &self,
+        changes: &[Changed<ChildKey, V>],
+        bundle: impl Fn(&V) -> Option<&str>,
+    ) {
         let index = read(&self.index);
         let mut names = BTreeSet::new();
         for (key, old, new) in changes {
             names.extend(
                 old.iter()
                     .chain(new)
-                    .filter_map(|c| c.bundle().map(str::to_string)),
+                    .filter_map(|c| bundle(c).map(str::to_string)),
             );
             names.extend(index.wanting(key));
         }
@@ -517,20 +524,8 @@ impl Caches {
         let changes = elsewhere.apply(event);
         let synced = elsewhere.mirror.synced();
         drop(elsewhere);
-        let index = read(&self.index);
-        let mut names = BTreeSet::new();
-        for (key, old, new) in &changes {
-            names.extend(old.iter().chain(new).map(|e| e.bundle().to_string()));
-            names.extend(index.wanting(key));
-        }
-        drop(index);
-        self.wake(names);
+        self.wake_for_labelled(&changes, |e| Some(e.bundle()));
         synced
-    }
-
-    /// Whether this shard caches other shards' children (and must list them before reconciling).
-    pub fn sharded(&self) -> bool {
-        self.sharded
     }
 
     /// A change to an ExternalSecret no bundle label claims.

@@ -2,7 +2,11 @@
 //! list was a tenth of the operator's memory, and only the status writer reads it, to tell
 //! whether a write would change anything. Comparing digests answers that as well.
 
+use std::borrow::Cow;
+
 use secretbundle_api::{SecretBundleStatus, SecretStatus};
+
+use crate::applied::hash::sha256_hex;
 
 /// Names the digest entry; no ExternalSecret can be named so (not a DNS subdomain).
 const MARK: &str = "#sha256:";
@@ -12,15 +16,8 @@ pub fn compact(status: &mut SecretBundleStatus) {
     if is_digest(&status.secrets) {
         return;
     }
-    let bytes = serde_json::to_vec(&status.secrets).unwrap_or_default();
-    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-    let mut name = String::with_capacity(MARK.len() + 64);
-    name.push_str(MARK);
-    for b in digest.as_ref() {
-        name.push_str(&format!("{b:02x}"));
-    }
     status.secrets = vec![SecretStatus {
-        name,
+        name: digest(&status.secrets).into_owned(),
         ready: false,
         reason: String::new(),
         message: String::new(),
@@ -31,17 +28,47 @@ fn is_digest(secrets: &[SecretStatus]) -> bool {
     matches!(secrets, [one] if one.name.starts_with(MARK))
 }
 
-/// Whether two statuses say the same, either of them compacted or not.
-pub fn same(a: Option<&SecretBundleStatus>, b: Option<&SecretBundleStatus>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => {
-            let (mut a, mut b) = (a.clone(), b.clone());
-            compact(&mut a);
-            compact(&mut b);
-            a == b
-        }
-        (a, b) => a.is_none() && b.is_none(),
+/// The digest entry's name: read from a compacted list, computed from a full one.
+fn digest(secrets: &[SecretStatus]) -> Cow<'_, str> {
+    match secrets {
+        [one] if is_digest(secrets) => Cow::Borrowed(&one.name),
+        _ => Cow::Owned(sha256_hex(
+            MARK,
+            &serde_json::to_vec(secrets).unwrap_or_default(),
+        )),
     }
+}
+
+/// Whether two statuses say the same, either of them compacted or not. Nothing is copied: the
+/// writer asks this on every reconcile.
+pub fn same(a: Option<&SecretBundleStatus>, b: Option<&SecretBundleStatus>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return a.is_none() && b.is_none();
+    };
+    // Exhaustive, so a field added to the status is compared here too.
+    let SecretBundleStatus {
+        observed_generation,
+        conditions,
+        eso_api_version,
+        ready_secrets,
+        total_secrets,
+        secrets_ready,
+        last_handled_refresh,
+        secrets,
+    } = a;
+    let same_secrets = if is_digest(secrets) || is_digest(&b.secrets) {
+        digest(secrets) == digest(&b.secrets)
+    } else {
+        *secrets == b.secrets
+    };
+    *observed_generation == b.observed_generation
+        && *conditions == b.conditions
+        && *eso_api_version == b.eso_api_version
+        && *ready_secrets == b.ready_secrets
+        && *total_secrets == b.total_secrets
+        && *secrets_ready == b.secrets_ready
+        && *last_handled_refresh == b.last_handled_refresh
+        && same_secrets
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::listwatch::Lists;
 use super::stream::{WatchBackoff, map_event};
-use crate::cache::{Caches, Child, Elsewhere, EsObject, Foreign, StoreId, child_key};
+use crate::cache::{Caches, Child, ChildKey, Elsewhere, EsObject, Foreign, StoreId, child_key};
 use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
 use crate::facts::read_store;
 use crate::shard::Shard;
@@ -197,25 +197,20 @@ async fn watch_external_secrets(
             Es::Ours(Ok(event)) => {
                 let done = own_list_done(&event);
                 let synced = caches.child_event(map_event(event, |o: EsObject| {
-                    let key = child_key(&o.namespace().unwrap_or_default(), &o.name_any());
-                    (key, Arc::new(Child::from(o)))
+                    (key_of(&o), Arc::new(Child::from(o)))
                 }));
                 ours_listed |= done && synced;
             }
             Es::Other(Ok(event)) => {
                 let done = own_list_done(&event);
-                let synced = caches.foreign_event(map_event(event, |o| {
-                    let key = child_key(&o.namespace().unwrap_or_default(), &o.name_any());
-                    (key, Foreign::from_meta(&o))
-                }));
+                let synced = caches
+                    .foreign_event(map_event(event, |o| (key_of(&o), Foreign::from_meta(&o))));
                 others_listed |= done && synced;
             }
             Es::Elsewhere(Ok(event)) => {
                 let done = own_list_done(&event);
-                let synced = caches.elsewhere_event(map_event(event, |o| {
-                    let key = child_key(&o.namespace().unwrap_or_default(), &o.name_any());
-                    (key, Elsewhere::from_meta(&o))
-                }));
+                let synced = caches
+                    .elsewhere_event(map_event(event, |o| (key_of(&o), Elsewhere::from_meta(&o))));
                 elsewhere_listed |= done && synced;
             }
             Es::Ours(Err(e)) | Es::Other(Err(e)) | Es::Elsewhere(Err(e)) => {
@@ -227,6 +222,10 @@ async fn watch_external_secrets(
             caches.synced(EsoKind::ExternalSecret, version);
         }
     }
+}
+
+fn key_of(o: &impl ResourceExt) -> ChildKey {
+    child_key(&o.namespace().unwrap_or_default(), &o.name_any())
 }
 
 async fn watch_stores(

@@ -109,7 +109,7 @@ pub async fn run_with(
         store.clone(),
         recorder,
         metrics.clone(),
-        options.shard.as_ref().map(Shard::selector),
+        options.shard.as_ref().map(|s| s.selector().clone()),
     );
     let failures = Arc::new(Failures::default());
     let gone = Gone {

@@ -1,7 +1,7 @@
 //! Latencies while the operator holds every child of a large cold start in its cache: a
 //! namespace, a bundle and a CRD arriving, each to the children existing (`latency_{size}.*`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use secretbundle_api::StoreKind;
 use secretbundle_controller::eso::{EsoKind, EsoVersion};
-use secretbundle_tests::{apply_crds, eso};
+use secretbundle_tests::{apply_crds, eso, wait};
 use serde_json::json;
 
 use crate::cluster::{Cluster, bundles, child_keys, names};
@@ -86,12 +86,8 @@ async fn store_crd(c: &Cluster, obs: &Observer, trials: usize) -> Result<Vec<f64
         }
         // Cleaned up before the next trial (and before the restart step that follows, which
         // would otherwise count this cleanup's writes as the restart's).
-        let deadline = Instant::now() + LONG;
         for name in &bundle_names {
-            while api.get_opt(name).await?.is_some() {
-                anyhow::ensure!(Instant::now() < deadline, "bundle {name} not deleted");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait::until_deleted_within(&api, name, LONG).await?;
         }
         delete_crd(&crds, &crd.name_any()).await?;
     }
@@ -99,16 +95,11 @@ async fn store_crd(c: &Cluster, obs: &Observer, trials: usize) -> Result<Vec<f64
 }
 
 /// Deletes a CRD and waits until the apiserver has removed it (and every instance).
-async fn delete_crd(crds: &Api<CustomResourceDefinition>, name: &str) -> Result<()> {
+pub async fn delete_crd(crds: &Api<CustomResourceDefinition>, name: &str) -> Result<()> {
     match crds.delete(name, &DeleteParams::default()).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-        Err(e) => return Err(e).context("deleting the SecretStore CRD"),
+        Err(e) => return Err(e).with_context(|| format!("deleting CRD {name}")),
     }
-    let deadline = Instant::now() + LONG;
-    while crds.get_opt(name).await?.is_some() {
-        anyhow::ensure!(Instant::now() < deadline, "{name} not deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
+    wait::until_deleted_within(crds, name, LONG).await
 }

@@ -43,6 +43,15 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// [`Cluster::start`] with ESO, then `namespaces` and `bundles` created: how every cold
+    /// start and every scenario on a populated cluster begins.
+    pub async fn seeded(namespaces: &[String], bundles: Vec<SecretBundle>) -> Result<Self> {
+        let cluster = Self::start(true).await?;
+        cluster.namespaces(namespaces).await?;
+        cluster.create_bundles(bundles).await?;
+        Ok(cluster)
+    }
+
     pub async fn install_eso(&self) -> Result<()> {
         apply_crds(&self.client, eso::crds(ESO)?).await?;
         eso::ready_cluster_store(&self.client, EsoVersion::V1, eso::TEST_STORE).await?;

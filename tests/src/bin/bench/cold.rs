@@ -30,9 +30,7 @@ pub async fn cold(m: &mut Metrics, p: &Preset, rate: Rate) -> Result<()> {
     let (keys, bundle_names) = (child_keys(&set), names(&set));
     m.insert(format!("{key}.children"), keys.len() as f64);
 
-    let c = Cluster::start(true).await?;
-    c.namespaces(&nss).await?;
-    c.create_bundles(set.clone()).await?;
+    let c = Cluster::seeded(&nss, set.clone()).await?;
     let kc = c.kubeconfig_for(OPERATOR).await?;
     let obs = Observer::start(&c.client);
     let mark = c.audit_mark();
@@ -141,9 +139,7 @@ pub async fn floor(
     name: &str,
     watch: bool,
 ) -> Result<FloorRun> {
-    let c = Cluster::start(true).await?;
-    c.namespaces(nss).await?;
-    c.create_bundles(set.to_vec()).await?;
+    let c = Cluster::seeded(nss, set.to_vec()).await?;
     let kc = c.kubeconfig_for(FLOOR).await?;
     let obs = Observer::start(&c.client);
     let mark = c.audit_mark();
@@ -167,9 +163,7 @@ pub async fn floor(
 
 /// One `kubectl apply --server-side` of every child; seconds until every child exists.
 async fn kubectl(set: &[SecretBundle], nss: &[String], keys: &[String]) -> Result<f64> {
-    let c = Cluster::start(true).await?;
-    c.namespaces(nss).await?;
-    c.create_bundles(set.to_vec()).await?;
+    let c = Cluster::seeded(nss, set.to_vec()).await?;
     let mut docs = Vec::new();
     for o in desired(&c.client).await? {
         docs.push(serde_yaml::to_string(&o)?);

@@ -19,9 +19,7 @@ pub async fn lease(m: &mut Metrics, p: &Preset) -> Result<()> {
     let nss: Vec<String> = (0..spread).map(|i| format!("team-{i}")).collect();
     let set = bundles("svc", count, secrets, &nss);
     let keys = child_keys(&set);
-    let c = Cluster::start(true).await?;
-    c.namespaces(&nss).await?;
-    c.create_bundles(set).await?;
+    let c = Cluster::seeded(&nss, set).await?;
     let kc = c.kubeconfig_for(OPERATOR).await?;
     let obs = Observer::start(&c.client);
     let t0 = Instant::now();

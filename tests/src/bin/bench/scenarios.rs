@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use secretbundle_api::SecretBundle;
 use secretbundle_controller::eso::EsoVersion;
 use secretbundle_tests::{apply_crds, eso, simple_bundle, wait};
@@ -168,9 +168,7 @@ pub async fn one_namespace(m: &mut Metrics, p: &Preset) -> Result<()> {
         let nss = vec!["shared".to_string()];
         let set = bundles("app", n, 20, &nss);
         let (keys, bundle_names) = (child_keys(&set), names(&set));
-        let c = Cluster::start(true).await?;
-        c.namespaces(&nss).await?;
-        c.create_bundles(set.clone()).await?;
+        let c = Cluster::seeded(&nss, set.clone()).await?;
         let kc = c.kubeconfig_for(OPERATOR).await?;
         let obs = Observer::start(&c.client);
         let t0 = Instant::now();
@@ -348,18 +346,9 @@ pub async fn crd(m: &mut Metrics, p: &Preset) -> Result<()> {
         let done = obs.all_children(&keys, LONG).await?;
         samples.push(ms(t0, done));
         with_install.push(ms(installing, done));
-        for crd in eso::crds(crate::cluster::ESO)? {
-            crds.delete(&crd.name_any(), &DeleteParams::default())
-                .await
-                .context("deleting ESO CRD")?;
-        }
         // CRD deletion waits for the apiserver to delete every instance: slow on a busy machine.
-        let deadline = Instant::now() + LONG;
         for crd in eso::crds(crate::cluster::ESO)? {
-            while crds.get_opt(&crd.name_any()).await?.is_some() {
-                anyhow::ensure!(Instant::now() < deadline, "{} not deleted", crd.name_any());
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            crate::cached::delete_crd(&crds, &crd.name_any()).await?;
         }
     }
     record(m, "latency.crd_ms", samples);

@@ -27,9 +27,7 @@ pub async fn shards(m: &mut Metrics, p: &Preset) -> Result<()> {
     let (keys, bundle_names) = (child_keys(&set), names(&set));
     m.insert("shards.children".into(), keys.len() as f64);
 
-    let c = Cluster::start(true).await?;
-    c.namespaces(&nss).await?;
-    c.create_bundles(set).await?;
+    let c = Cluster::seeded(&nss, set).await?;
     let kc = c.kubeconfig_for(OPERATOR).await?;
     let obs = Observer::start(&c.client);
     let server0 = c.server_cpu()?;
