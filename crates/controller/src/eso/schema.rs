@@ -55,6 +55,10 @@ pub fn pattern(path: &str) -> String {
 }
 
 impl ServedSchema {
+    pub(crate) fn new(version: EsoVersion, root: Value) -> Self {
+        Self { version, root }
+    }
+
     /// The schema `crd` serves for `version`, if it has one.
     pub fn of(crd: &CustomResourceDefinition, version: EsoVersion) -> Option<Self> {
         let v = crd

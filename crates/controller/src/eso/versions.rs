@@ -1,7 +1,8 @@
 //! ESO API versions and kinds, and whether an ESO CRD is usable.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::ApiResource;
+
+use super::crd::CrdState;
 
 /// API group of every ESO kind.
 pub const GROUP: &str = "external-secrets.io";
@@ -123,37 +124,25 @@ impl std::fmt::Display for CrdProblem {
 }
 
 /// Whether the API server serves the CRD's objects yet.
-pub fn is_established(crd: &CustomResourceDefinition) -> bool {
-    crd.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
+pub fn is_established(crd: &impl CrdState) -> bool {
+    crd.established()
 }
 
 /// The version to use for a CRD: `v1` when served, else `v1beta1`; only once it is Established.
-pub fn usable_version(crd: Option<&CustomResourceDefinition>) -> Result<EsoVersion, CrdProblem> {
+pub fn usable_version<C: CrdState>(crd: Option<&C>) -> Result<EsoVersion, CrdProblem> {
     let crd = crd.ok_or(CrdProblem::Absent)?;
-    if crd.metadata.deletion_timestamp.is_some() {
+    if crd.terminating() {
         return Err(CrdProblem::Terminating);
     }
-    if !is_established(crd) {
+    if !crd.established() {
         return Err(CrdProblem::NotEstablished);
     }
     preferred_served(crd)
 }
 
 /// The version to use among those `crd` serves, whether or not it is Established yet.
-pub fn preferred_served(crd: &CustomResourceDefinition) -> Result<EsoVersion, CrdProblem> {
-    let served: Vec<&str> = crd
-        .spec
-        .versions
-        .iter()
-        .filter(|v| v.served)
-        .map(|v| v.name.as_str())
-        .collect();
+pub fn preferred_served(crd: &impl CrdState) -> Result<EsoVersion, CrdProblem> {
+    let served = crd.served_versions();
     EsoVersion::PREFERENCE
         .into_iter()
         .find(|v| served.contains(&v.as_str()))
@@ -164,8 +153,10 @@ pub fn preferred_served(crd: &CustomResourceDefinition) -> Result<EsoVersion, Cr
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use serde_json::json;
+
+    use super::*;
 
     fn crd(versions: &[(&str, bool)], established: bool) -> CustomResourceDefinition {
         serde_json::from_value(json!({
@@ -199,7 +190,10 @@ mod tests {
 
     #[test]
     fn reports_why_a_crd_is_unusable() {
-        assert_eq!(usable_version(None), Err(CrdProblem::Absent));
+        assert_eq!(
+            usable_version(None::<&CustomResourceDefinition>),
+            Err(CrdProblem::Absent)
+        );
         assert_eq!(
             usable_version(Some(&crd(&[("v1", true)], false))),
             Err(CrdProblem::NotEstablished)

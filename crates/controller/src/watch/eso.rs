@@ -6,19 +6,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::stream::BoxStream;
 use futures::{StreamExt, stream};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use secretbundle_api::{BUNDLE_LABEL, StoreKind};
+use serde::de::{DeserializeOwned, IgnoredAny};
 use tracing::{info, warn};
 
 use super::listwatch::Lists;
 use super::stream::{WatchBackoff, map_event};
 use crate::cache::{Caches, Child, ChildKey, Elsewhere, EsObject, Foreign, StoreId, child_key};
-use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
+use crate::eso::{self, CrdProblem, CrdSummary, EsoKind, EsoVersion, ServedSchema};
 use crate::facts::read_store;
 use crate::shard::Shard;
 use crate::task::AbortOnDrop;
@@ -27,15 +28,10 @@ use crate::task::AbortOnDrop;
 pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>, shard: Option<Shard>) {
     let crds: Vec<_> = EsoKind::ALL
         .into_iter()
-        .map(|kind| {
-            let api = Api::<CustomResourceDefinition>::all(client.clone());
-            let wc =
-                watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
-            lists
-                .watch(api, wc)
-                .backoff(WatchBackoff::default())
-                .map(move |ev| (kind, ev))
-                .boxed()
+        .map(|kind| match kind {
+            EsoKind::ExternalSecret => crd_events::<serde_json::Value>(&client, &lists, kind),
+            // Only the ExternalSecret CRD's schema is read: the store CRDs' are skipped.
+            _ => crd_events::<IgnoredAny>(&client, &lists, kind),
         })
         .collect();
     let mut events = stream::select_all(crds);
@@ -48,14 +44,14 @@ pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>, shard: Optio
                 listing.insert(kind, (Err(CrdProblem::Absent), None));
                 continue;
             }
-            Ok(watcher::Event::InitApply(crd)) => {
-                listing.insert(kind, served(&crd));
+            Ok(watcher::Event::InitApply(served)) => {
+                listing.insert(kind, served);
                 continue;
             }
             Ok(watcher::Event::InitDone) => listing
                 .remove(&kind)
                 .unwrap_or((Err(CrdProblem::Absent), None)),
-            Ok(watcher::Event::Apply(crd)) => served(&crd),
+            Ok(watcher::Event::Apply(served)) => served,
             Ok(watcher::Event::Delete(_)) => (Err(CrdProblem::Absent), None),
             Err(e) => {
                 warn!(error = %e, crd = kind.crd_name(), "CRD watch failed; retrying");
@@ -107,17 +103,44 @@ pub async fn run(client: Client, lists: Lists, caches: Arc<Caches>, shard: Optio
     }
 }
 
-/// The version a CRD serves that the operator can use (or why none), and its schema.
+/// The version a CRD serves that the operator can use (or why none), and its schema (only
+/// the ExternalSecret CRD's is read).
 type Served = (Result<EsoVersion, CrdProblem>, Option<Arc<ServedSchema>>);
 
-fn served(crd: &CustomResourceDefinition) -> Served {
-    let version = eso::usable_version(Some(crd));
-    let schema = version
-        .as_ref()
-        .ok()
-        .and_then(|v| ServedSchema::of(crd, *v))
-        .map(Arc::new);
-    (version, schema)
+/// What one ESO CRD's watch reports, as [`Served`].
+fn crd_events<S>(
+    client: &Client,
+    lists: &Lists,
+    kind: EsoKind,
+) -> BoxStream<'static, (EsoKind, watcher::Result<watcher::Event<Served>>)>
+where
+    CrdSummary<S>: Serves + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
+{
+    let api = Api::<CrdSummary<S>>::all(client.clone());
+    let wc = watcher::Config::default().fields(&format!("metadata.name={}", kind.crd_name()));
+    lists
+        .watch(api, wc)
+        .backoff(WatchBackoff::default())
+        .map(move |ev| (kind, ev.map(|ev| map_event(ev, |crd| crd.served()))))
+        .boxed()
+}
+
+trait Serves {
+    fn served(&self) -> Served;
+}
+
+impl Serves for CrdSummary {
+    fn served(&self) -> Served {
+        let version = eso::usable_version(Some(self));
+        let schema = version.as_ref().ok().and_then(|v| self.schema(*v));
+        (version, schema.map(Arc::new))
+    }
+}
+
+impl Serves for CrdSummary<IgnoredAny> {
+    fn served(&self) -> Served {
+        (eso::usable_version(Some(self)), None)
+    }
 }
 
 /// Whether `event` completes this watch's own list. The cache may already be synced from the

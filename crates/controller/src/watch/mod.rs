@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
@@ -162,7 +161,7 @@ pub async fn run_with(
 /// back off for tens of seconds; a watch on the CRD wakes it the moment it is there.
 async fn await_own_crd(client: &Client) {
     let name = SecretBundle::crd_name();
-    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let api = Api::<crate::eso::CrdSummary<serde::de::IgnoredAny>>::all(client.clone());
     let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(api, wc)
         .backoff(WatchBackoff::default())

@@ -67,6 +67,9 @@ pub async fn cold(m: &mut Metrics, p: &Preset, rate: Rate) -> Result<()> {
         let size = size_label(keys.len());
         m.insert(format!("rss_mib.{size}"), rss);
         m.insert(format!("rss_mib.{size}_peak"), peak);
+        // Per child is what the heap grew by: the binary's pages resident are not per child.
+        let (anon, _) = op.rss_split_mib()?;
+        m.insert(format!("rss_mib.{size}_anon"), anon);
         if p.cached_samples > 0 {
             crate::cached::latencies(m, &c, &obs, &size, p).await?;
         }

@@ -125,20 +125,35 @@ impl Measured {
 
     /// Resident and peak resident memory, in MiB.
     pub fn rss_mib(&self) -> Result<(f64, f64)> {
+        let f = self.status_mib(&["VmRSS:", "VmHWM:"])?;
+        Ok((f[0], f[1]))
+    }
+
+    /// Resident memory by kind, in MiB: anonymous (heap, stacks) and file-backed (the binary's
+    /// and libraries' pages it touched).
+    pub fn rss_split_mib(&self) -> Result<(f64, f64)> {
+        let f = self.status_mib(&["RssAnon:", "RssFile:"])?;
+        Ok((f[0], f[1]))
+    }
+
+    /// Fields of /proc/PID/status given in kB, in MiB.
+    fn status_mib(&self, names: &[&str]) -> Result<Vec<f64>> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        let field = |name: &str| -> Result<f64> {
-            let line = status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .with_context(|| format!("{name} missing"))?;
-            let kib: f64 = line
-                .split_whitespace()
-                .nth(1)
-                .context("malformed")?
-                .parse()?;
-            Ok(kib / 1024.0)
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        names
+            .iter()
+            .map(|name| {
+                let line = status
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .with_context(|| format!("{name} missing"))?;
+                let kib: f64 = line
+                    .split_whitespace()
+                    .nth(1)
+                    .context("malformed")?
+                    .parse()?;
+                Ok(kib / 1024.0)
+            })
+            .collect()
     }
 
     /// The sum over every series of an operator metric (e.g. `secretbundle_reconciles_total`).

@@ -224,7 +224,12 @@ pub async fn idle(m: &mut Metrics, _p: &Preset) -> Result<()> {
 /// not on a condition: startup (lists, watches) has no end event to await, only quiet.
 async fn record_idle(m: &mut Metrics, op: &Measured) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
-    m.insert("rss_mib.idle".into(), op.rss_mib()?.0);
+    let (rss, peak) = op.rss_mib()?;
+    m.insert("rss_mib.idle".into(), rss);
+    m.insert("rss_mib.idle_peak".into(), peak);
+    let (anon, file) = op.rss_split_mib()?;
+    m.insert("rss_mib.idle_anon".into(), anon);
+    m.insert("rss_mib.idle_file".into(), file);
     Ok(())
 }
 
