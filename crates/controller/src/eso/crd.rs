@@ -48,8 +48,9 @@ struct Version<S> {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 struct Status {
+    /// `null` on a CRD just created, before any condition is set.
     #[serde(default)]
-    conditions: Vec<Condition>,
+    conditions: Option<Vec<Condition>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -78,9 +79,9 @@ impl<S> CrdState for CrdSummary<S> {
     }
 
     fn established(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
+        let conditions = self.status.as_ref().and_then(|s| s.conditions.as_ref());
+        conditions.is_some_and(|cs| {
+            cs.iter()
                 .any(|c| c.type_ == "Established" && c.status == "True")
         })
     }
@@ -198,5 +199,20 @@ mod tests {
         gone["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         let summary = decode(gone);
         assert_eq!(usable_version(Some(&summary)), Err(CrdProblem::Terminating));
+        // As the apiserver sends a CRD it has just created: a watch that failed on it saw the
+        // CRD only at its next change.
+        let mut created = crd("True");
+        created["status"] = json!({"acceptedNames": {"kind": "", "plural": ""},
+            "conditions": null, "storedVersions": ["v1"]});
+        let line = json!({"type": "ADDED", "object": created}).to_string();
+        let event: WatchEvent<CrdSummary<serde::de::IgnoredAny>> =
+            serde_json::from_str(&line).expect("decodes");
+        let WatchEvent::Added(summary) = event else {
+            panic!("not an addition")
+        };
+        assert_eq!(
+            usable_version(Some(&summary)),
+            Err(CrdProblem::NotEstablished)
+        );
     }
 }
