@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use secretbundle_api::SecretBundle;
@@ -68,7 +67,7 @@ async fn examples_against(release: &str) -> Result<BTreeSet<String>> {
     let cp = ControlPlane::start().await?;
     let client = cp.client().await?;
     apply_crds(&client, fixtures::crds(release)?).await?;
-    let crd = Api::<CustomResourceDefinition>::all(client.clone())
+    let crd = Api::<secretbundle_controller::eso::CrdSummary>::all(client.clone())
         .get(EXTERNAL_SECRET_CRD)
         .await?;
     let version = eso::usable_version(Some(&crd)).map_err(|p| anyhow::anyhow!("{p}"))?;

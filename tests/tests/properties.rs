@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -199,7 +198,7 @@ async fn rendered_children_are_accepted_by_every_vendored_eso_schema() -> anyhow
         let cp = ControlPlane::start_with(Options::default()).await?;
         let client = cp.client().await?;
         apply_crds(&client, eso::crds(release)?).await?;
-        let crd = Api::<CustomResourceDefinition>::all(client.clone())
+        let crd = Api::<secretbundle_controller::eso::CrdSummary>::all(client.clone())
             .get(EXTERNAL_SECRET_CRD)
             .await?;
         let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());

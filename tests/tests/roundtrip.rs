@@ -264,7 +264,7 @@ async fn imported_bundles_pass_our_crd_and_their_children_eso_s_on_every_release
         let mut crds = eso::crds(release)?;
         crds.push(SecretBundle::crd());
         apply_crds(&client, crds).await?;
-        let crd = Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(client.clone())
+        let crd = Api::<secretbundle_controller::eso::CrdSummary>::all(client.clone())
             .get(EXTERNAL_SECRET_CRD)
             .await?;
         let schema = ServedSchema::of(&crd, v).context("served schema")?;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResourceExt, ResourceExt};
 use secretbundle_api::SecretBundle;
 use secretbundle_controller::Reason;
@@ -166,7 +165,7 @@ impl Target {
         if let Some(path) = &args.eso_crd {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
+            let crd: eso::CrdSummary = serde_yaml::from_str(&text)
                 .with_context(|| format!("{} is not a CustomResourceDefinition", path.display()))?;
             let version = eso::preferred_served(&crd)
                 .map_err(|p| anyhow::anyhow!("{}: the CRD {p}", path.display()))?;

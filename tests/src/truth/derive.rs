@@ -40,7 +40,7 @@ pub enum Crd {
     /// Usable, serving `version` with `schema` (its openAPIV3Schema, when it has one).
     Usable {
         version: secretbundle_controller::eso::EsoVersion,
-        crd: Box<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+        crd: Box<secretbundle_controller::eso::CrdSummary>,
     },
     /// Missing, not Established, being deleted, or serving no version the operator supports.
     Unusable(String),

@@ -15,7 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
 use secretbundle_api::{BUNDLE_LABEL, SecretBundle, StoreKind};
-use secretbundle_controller::eso::{EsoKind, EsoVersion, preferred_served};
+use secretbundle_controller::eso::{CrdSummary, EsoKind, EsoVersion, preferred_served};
 use tokio::time::Instant;
 
 use derive::{Crd, Kind, Snapshot};
@@ -48,10 +48,10 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot> {
         None => Crd::Unusable("not installed".into()),
         Some(c) if c.metadata.deletion_timestamp.is_some() => Crd::Unusable("being deleted".into()),
         Some(c) if !established(&c) => Crd::Unusable("not Established".into()),
-        Some(c) => match preferred_served(&c) {
+        Some(c) => match preferred_served(&summary(&c)?) {
             Ok(version) => Crd::Usable {
                 version,
-                crd: Box::new(c),
+                crd: Box::new(summary(&c)?),
             },
             Err(p) => Crd::Unusable(format!("{p:?}")),
         },
@@ -67,7 +67,7 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot> {
         else {
             continue;
         };
-        let Ok(version) = preferred_served(&c) else {
+        let Ok(version) = preferred_served(&summary(&c)?) else {
             continue;
         };
         for s in list(client, EsoKind::of_store(kind), version).await? {
@@ -93,6 +93,11 @@ pub async fn snapshot(client: &Client) -> Result<Snapshot> {
 async fn list(client: &Client, kind: EsoKind, version: EsoVersion) -> Result<Vec<DynamicObject>> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.api_resource(version));
     Ok(api.list(&ListParams::default()).await?.items)
+}
+
+/// The CRD as the operator's own code reads it, for the version and schema it would pick.
+fn summary(crd: &CustomResourceDefinition) -> Result<CrdSummary> {
+    Ok(serde_json::from_value(serde_json::to_value(crd)?)?)
 }
 
 fn established(crd: &CustomResourceDefinition) -> bool {

@@ -5,21 +5,16 @@
 //! a typed `CustomResourceDefinition` they took ~5 MB of heap at startup, which the allocator
 //! then kept, although nothing of a store CRD but its versions and conditions is read. Their
 //! watches read them as `CrdSummary<IgnoredAny>`, which skips every schema; the ExternalSecret
-//! CRD's is kept as JSON for [`CrdSummary::schema`].
+//! CRD's is kept as JSON for [`ServedSchema::of`].
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{EsoVersion, ServedSchema};
-
-/// What decides whether a CRD is usable, from a full CRD or a [`CrdSummary`].
-pub trait CrdState {
-    fn terminating(&self) -> bool;
-    fn established(&self) -> bool;
-    fn served_versions(&self) -> Vec<&str>;
-}
+use super::EsoVersion;
+#[cfg(doc)]
+use super::ServedSchema;
 
 /// A CRD with its versions' schemas as `S`: JSON, or `serde::de::IgnoredAny` to skip them.
 #[derive(Clone, Debug, Deserialize)]
@@ -60,54 +55,35 @@ struct Condition {
     status: String,
 }
 
+impl<S> CrdSummary<S> {
+    pub fn terminating(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    /// Whether the API server serves the CRD's objects yet.
+    pub fn established(&self) -> bool {
+        let conditions = self.status.as_ref().and_then(|s| s.conditions.as_ref());
+        conditions.is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
+    }
+
+    pub fn served_versions(&self) -> Vec<&str> {
+        let served = self.spec.versions.iter().filter(|v| v.served);
+        served.map(|v| v.name.as_str()).collect()
+    }
+}
+
 impl CrdSummary {
-    /// The `openAPIV3Schema` served for `version`, if the CRD has one.
-    pub fn schema(&self, version: EsoVersion) -> Option<ServedSchema> {
+    /// The `openAPIV3Schema` of `version`, if the CRD has one.
+    pub(crate) fn open_api_schema(&self, version: EsoVersion) -> Option<&Value> {
         let v = self
             .spec
             .versions
             .iter()
             .find(|v| v.name == version.as_str())?;
-        let root = v.schema.as_ref()?.get("openAPIV3Schema")?;
-        Some(ServedSchema::new(version, root.clone()))
-    }
-}
-
-impl<S> CrdState for CrdSummary<S> {
-    fn terminating(&self) -> bool {
-        self.metadata.deletion_timestamp.is_some()
-    }
-
-    fn established(&self) -> bool {
-        let conditions = self.status.as_ref().and_then(|s| s.conditions.as_ref());
-        conditions.is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
-    }
-
-    fn served_versions(&self) -> Vec<&str> {
-        let served = self.spec.versions.iter().filter(|v| v.served);
-        served.map(|v| v.name.as_str()).collect()
-    }
-}
-
-impl CrdState for CustomResourceDefinition {
-    fn terminating(&self) -> bool {
-        self.metadata.deletion_timestamp.is_some()
-    }
-
-    fn established(&self) -> bool {
-        let conditions = self.status.as_ref().and_then(|s| s.conditions.as_ref());
-        conditions.is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-        })
-    }
-
-    fn served_versions(&self) -> Vec<&str> {
-        let served = self.spec.versions.iter().filter(|v| v.served);
-        served.map(|v| v.name.as_str()).collect()
+        v.schema.as_ref()?.get("openAPIV3Schema")
     }
 }
 
@@ -168,14 +144,11 @@ mod tests {
             panic!("not a modification")
         };
         assert_eq!(usable_version(Some(&summary)), Ok(EsoVersion::V1));
-        let typed: CustomResourceDefinition =
-            serde_json::from_value(crd("True")).expect("typed CRD");
         assert_eq!(
-            summary.schema(EsoVersion::V1),
-            ServedSchema::of(&typed, EsoVersion::V1),
-            "the same schema as from the typed CRD"
+            summary.open_api_schema(EsoVersion::V1),
+            Some(&crd("True")["spec"]["versions"][1]["schema"]["openAPIV3Schema"]),
+            "the served version's schema, as sent"
         );
-        assert!(summary.schema(EsoVersion::V1).is_some());
         // A store CRD's watch skips the schemas and still sees what decides usability.
         let skipped: WatchEvent<CrdSummary<serde::de::IgnoredAny>> =
             serde_json::from_slice(&line).expect("decodes");

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use secretbundle_api::SecretBundle;
 
 use super::*;
+use crate::eso::CrdSummary;
 use crate::reconcile::render::render;
 use crate::reconcile::render::tests::{EVERY_FIELD, bundle};
 
@@ -23,7 +23,7 @@ fn served(release: &str, version: EsoVersion) -> ServedSchema {
         .join(release)
         .join("external-secrets.io_externalsecrets.yaml");
     let text = std::fs::read_to_string(&path).expect("vendored CRD");
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("CRD parses");
+    let crd: CrdSummary = serde_yaml::from_str(&text).expect("CRD parses");
     ServedSchema::of(&crd, version).expect("served schema")
 }
 

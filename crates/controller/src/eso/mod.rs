@@ -10,7 +10,7 @@ pub mod import;
 pub mod schema;
 pub mod versions;
 
-pub use crd::{CrdState, CrdSummary};
+pub use crd::CrdSummary;
 pub use features::{Capabilities, EsoTooOld, Release};
 pub use schema::{Gap, ServedSchema};
 pub use versions::*;

@@ -5,10 +5,9 @@
 //! `openAPIV3Schema` finds such fields (and enum values the schema rejects) before anything is
 //! applied.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
-use super::EsoVersion;
+use super::{CrdSummary, EsoVersion};
 
 /// The `openAPIV3Schema` of one served version of the ExternalSecret CRD.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,22 +54,10 @@ pub fn pattern(path: &str) -> String {
 }
 
 impl ServedSchema {
-    pub(crate) fn new(version: EsoVersion, root: Value) -> Self {
-        Self { version, root }
-    }
-
     /// The schema `crd` serves for `version`, if it has one.
-    pub fn of(crd: &CustomResourceDefinition, version: EsoVersion) -> Option<Self> {
-        let v = crd
-            .spec
-            .versions
-            .iter()
-            .find(|v| v.name == version.as_str())?;
-        let schema = v.schema.as_ref()?.open_api_v3_schema.as_ref()?;
-        Some(Self {
-            version,
-            root: serde_json::to_value(schema).ok()?,
-        })
+    pub fn of(crd: &CrdSummary, version: EsoVersion) -> Option<Self> {
+        let root = crd.open_api_schema(version)?.clone();
+        Some(Self { version, root })
     }
 
     /// Every part of `spec` (an ExternalSecret's spec) this schema cannot hold.
@@ -184,7 +171,7 @@ mod tests {
 
     #[test]
     fn a_crd_serves_the_schema_of_the_version_asked_for() {
-        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        let crd: CrdSummary = serde_json::from_value(json!({
             "metadata": {"name": "externalsecrets.external-secrets.io"},
             "spec": {"group": "external-secrets.io", "scope": "Namespaced",
                 "names": {"plural": "externalsecrets", "kind": "ExternalSecret"},

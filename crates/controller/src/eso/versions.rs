@@ -2,7 +2,7 @@
 
 use kube::core::ApiResource;
 
-use super::crd::CrdState;
+use super::CrdSummary;
 
 /// API group of every ESO kind.
 pub const GROUP: &str = "external-secrets.io";
@@ -123,13 +123,8 @@ impl std::fmt::Display for CrdProblem {
     }
 }
 
-/// Whether the API server serves the CRD's objects yet.
-pub fn is_established(crd: &impl CrdState) -> bool {
-    crd.established()
-}
-
 /// The version to use for a CRD: `v1` when served, else `v1beta1`; only once it is Established.
-pub fn usable_version<C: CrdState>(crd: Option<&C>) -> Result<EsoVersion, CrdProblem> {
+pub fn usable_version<S>(crd: Option<&CrdSummary<S>>) -> Result<EsoVersion, CrdProblem> {
     let crd = crd.ok_or(CrdProblem::Absent)?;
     if crd.terminating() {
         return Err(CrdProblem::Terminating);
@@ -141,7 +136,7 @@ pub fn usable_version<C: CrdState>(crd: Option<&C>) -> Result<EsoVersion, CrdPro
 }
 
 /// The version to use among those `crd` serves, whether or not it is Established yet.
-pub fn preferred_served(crd: &impl CrdState) -> Result<EsoVersion, CrdProblem> {
+pub fn preferred_served<S>(crd: &CrdSummary<S>) -> Result<EsoVersion, CrdProblem> {
     let served = crd.served_versions();
     EsoVersion::PREFERENCE
         .into_iter()
@@ -153,12 +148,11 @@ pub fn preferred_served(crd: &impl CrdState) -> Result<EsoVersion, CrdProblem> {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use serde_json::json;
 
     use super::*;
 
-    fn crd(versions: &[(&str, bool)], established: bool) -> CustomResourceDefinition {
+    fn crd(versions: &[(&str, bool)], established: bool) -> CrdSummary {
         serde_json::from_value(json!({
             "metadata": {"name": EXTERNAL_SECRET_CRD},
             "spec": {
@@ -190,10 +184,7 @@ mod tests {
 
     #[test]
     fn reports_why_a_crd_is_unusable() {
-        assert_eq!(
-            usable_version(None::<&CustomResourceDefinition>),
-            Err(CrdProblem::Absent)
-        );
+        assert_eq!(usable_version(None::<&CrdSummary>), Err(CrdProblem::Absent));
         assert_eq!(
             usable_version(Some(&crd(&[("v1", true)], false))),
             Err(CrdProblem::NotEstablished)

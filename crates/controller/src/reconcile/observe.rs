@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use secretbundle_api::{SecretBundle, StoreKind};
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::gates;
 use crate::cache::{Caches, StoreId, store_ids};
 use crate::error::{Error, KubeContext};
-use crate::eso::{self, CrdProblem, EsoKind, EsoVersion, ServedSchema};
+use crate::eso::{self, CrdProblem, CrdSummary, EsoKind, EsoVersion, ServedSchema};
 use crate::facts::{DependencyFact, Facts, NamespaceFact, Peer, StoreFact, StoreKey, read_store};
 
 /// The facts for `bundle`, from the caches.
@@ -88,7 +88,7 @@ pub async fn fetch(
 async fn external_secret_api(
     client: &Client,
 ) -> Result<(Result<EsoVersion, CrdProblem>, Option<ServedSchema>), Error> {
-    let crd = get_crd(client, EsoKind::ExternalSecret).await?;
+    let crd = get_crd::<serde_json::Value>(client, EsoKind::ExternalSecret).await?;
     let version = eso::usable_version(crd.as_ref());
     let schema = match (&crd, &version) {
         (Some(crd), Ok(v)) => ServedSchema::of(crd, *v),
@@ -102,14 +102,16 @@ async fn crd_version(
     client: &Client,
     kind: EsoKind,
 ) -> Result<Result<EsoVersion, CrdProblem>, Error> {
-    Ok(eso::usable_version(get_crd(client, kind).await?.as_ref()))
+    // Only its versions and conditions are read: a store CRD's schema is not decoded.
+    let crd = get_crd::<IgnoredAny>(client, kind).await?;
+    Ok(eso::usable_version(crd.as_ref()))
 }
 
-async fn get_crd(
+async fn get_crd<S: DeserializeOwned + Clone + std::fmt::Debug>(
     client: &Client,
     kind: EsoKind,
-) -> Result<Option<CustomResourceDefinition>, Error> {
-    Api::<CustomResourceDefinition>::all(client.clone())
+) -> Result<Option<CrdSummary<S>>, Error> {
+    Api::<CrdSummary<S>>::all(client.clone())
         .get_opt(&kind.crd_name())
         .await
         .during("get ESO CRD")

@@ -132,7 +132,10 @@ trait Serves {
 impl Serves for CrdSummary {
     fn served(&self) -> Served {
         let version = eso::usable_version(Some(self));
-        let schema = version.as_ref().ok().and_then(|v| self.schema(*v));
+        let schema = version
+            .as_ref()
+            .ok()
+            .and_then(|v| ServedSchema::of(self, *v));
         (version, schema.map(Arc::new))
     }
 }

@@ -170,7 +170,7 @@ async fn await_own_crd(client: &Client) {
     let mut logged = false;
     while let Some(event) = events.next().await {
         match event {
-            Ok(crd) if crate::eso::is_established(&crd) => return,
+            Ok(crd) if crd.established() => return,
             Ok(_) => {}
             Err(e) => warn!(error = %e, crd = name, "CRD watch failed; retrying"),
         }
