@@ -46,8 +46,9 @@ async fn identity(client: &Client, name: &str) -> anyhow::Result<String> {
         .context("no token")
 }
 
-/// Requests from `since` bytes into the audit log: (user, verb, resource, name, requestURI).
-fn requests(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<[String; 5]>> {
+/// Requests from `since` bytes into the audit log: (user, verb, resource, name, requestURI,
+/// response code).
+fn requests(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<[String; 6]>> {
     let text = std::fs::read_to_string(cp.audit_log())?;
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -70,17 +71,24 @@ fn requests(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<[String; 5]>>
             s("/objectRef/resource"),
             s("/objectRef/name"),
             s("/requestURI"),
+            e.pointer("/responseStatus/code")
+                .map(Value::to_string)
+                .unwrap_or_default(),
         ]);
     }
     Ok(out)
 }
 
 /// Writes (not get/list/watch) from `since` bytes into the audit log: (user, resource, name).
+/// A write answered 404 wrote nothing: a reconcile woken before the operator's cache saw a
+/// deletion may still try to remove the finalizer of a bundle that is gone.
 fn writes(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<(String, String, String)>> {
     Ok(requests(cp, since)?
         .into_iter()
-        .filter(|[_, verb, ..]| !matches!(verb.as_str(), "get" | "list" | "watch"))
-        .map(|[user, _, resource, name, _]| (user, resource, name))
+        .filter(|[_, verb, .., code]| {
+            !matches!(verb.as_str(), "get" | "list" | "watch") && code != "404"
+        })
+        .map(|[user, _, resource, name, ..]| (user, resource, name))
         .collect())
 }
 
@@ -162,7 +170,7 @@ async fn two_shards_split_bundles_by_label_and_a_relabelled_bundle_moves_cleanly
     // or through the other shards' selector (bundles): never everything in full.
     let bundle_label = "secrets.ameide.io/bundle";
     let mut own_children_watched = BTreeSet::new();
-    for [user, verb, resource, _, uri] in requests(&cp, 0)? {
+    for [user, verb, resource, _, uri, _] in requests(&cp, 0)? {
         let Some(shard) = user.strip_prefix("shard-") else {
             continue;
         };

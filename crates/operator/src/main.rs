@@ -11,6 +11,7 @@ mod import;
 mod leader;
 mod leader_thread;
 mod reach;
+mod retry;
 mod run;
 mod wait;
 

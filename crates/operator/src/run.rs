@@ -10,6 +10,8 @@ use prometheus_client::registry::Registry;
 use secretbundle_controller::Metrics;
 use secretbundle_controller::limit::{LimitLayer, Limiter};
 use tokio::sync::watch;
+use tower::buffer::BufferLayer;
+use tower::retry::RetryLayer;
 use tracing::info;
 
 use crate::cli::{LogFormat, RunArgs};
@@ -17,6 +19,7 @@ use crate::http::{self, Http};
 use crate::leader::{Fence, FenceLayer};
 use crate::leader_thread::{self, Candidate, Leader};
 use crate::reach::{Reach, ReachLayer};
+use crate::retry::Retry;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
@@ -119,9 +122,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// A client limited to `qps` on average with bursts of up to `burst` requests (writes of
 /// children first), and, under leader election, fenced: it sends no write unless leadership was
 /// renewed recently. Innermost, a layer that notes whether the apiserver answered each request,
-/// and below it the test-only fault injection (a pass-through unless `--fault-rate` is set).
+/// below it the test-only fault injection (a pass-through unless `--fault-rate` is set), and
+/// below that the retry of 429, 503 and 504 answers.
 fn client(
-    config: Config,
+    mut config: Config,
     faults: &secretbundle_faults::Faults,
     reach: &Reach,
     fence: Option<Fence>,
@@ -129,7 +133,12 @@ fn client(
     burst: u32,
 ) -> anyhow::Result<Client> {
     let limit = LimitLayer(Limiter::new(qps, burst));
+    // kube's own retry, replaced by one that retries a refused watch sooner (`retry.rs`); a
+    // buffer makes the stack cloneable, as retrying needs.
+    config.default_retry = false;
     let builder = ClientBuilder::try_from(config)?
+        .with_layer(&BufferLayer::new(1024))
+        .with_layer(&RetryLayer::new(Retry::default()))
         .with_layer(faults)
         .with_layer(&ReachLayer(reach.clone()));
     // The fence sits below the rate limit, so a write is checked when it leaves the queue.

@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::{CustomResourceExt, ResourceExt};
+use kube::{CustomResourceExt, Resource, ResourceExt};
 use secretbundle_api::{MANAGER, SecretBundle};
 use secretbundle_controller::eso::{EsoKind, EsoVersion};
 use serde_json::{Value, json};
@@ -42,7 +42,7 @@ pub async fn cost(m: &mut Metrics, p: &Preset) -> Result<()> {
         // The first round warms caches; the second is recorded.
         for round in 0..2 {
             let tag = |i: usize| format!("r{round}-{i}");
-            let kinds: [(&str, Vec<Request>); 4] = [
+            let kinds: [(&str, Vec<Request>); 5] = [
                 (
                     "bundle_spec",
                     (0..n)
@@ -66,6 +66,13 @@ pub async fn cost(m: &mut Metrics, p: &Preset) -> Result<()> {
                     "bundle_status",
                     (0..n)
                         .map(|i| Request::Status(i, status(&set[i], &tag(i))))
+                        .collect(),
+                ),
+                (
+                    // As the operator writes it: server-side apply, one field manager.
+                    "bundle_status_apply",
+                    (0..n)
+                        .map(|i| Request::StatusApply(i, status(&set[i], &tag(i))))
                         .collect(),
                 ),
                 (
@@ -105,6 +112,7 @@ pub async fn cost(m: &mut Metrics, p: &Preset) -> Result<()> {
 enum Request {
     Bundle(usize, Value),
     Status(usize, Value),
+    StatusApply(usize, Value),
     Child(Box<DynamicObject>),
 }
 
@@ -120,6 +128,17 @@ impl Request {
             Request::Status(i, patch) => {
                 bundles
                     .patch_status(&format!("cost-{i}"), &pp, &Patch::Merge(patch))
+                    .await?;
+            }
+            Request::StatusApply(i, mut patch) => {
+                patch["apiVersion"] = json!(SecretBundle::api_version(&()));
+                patch["kind"] = json!(SecretBundle::kind(&()));
+                bundles
+                    .patch_status(
+                        &format!("cost-{i}"),
+                        &PatchParams::apply(MANAGER).force(),
+                        &Patch::Apply(patch),
+                    )
                     .await?;
             }
             Request::Child(o) => {
