@@ -53,7 +53,7 @@ pub struct BundleSecret {
     /// Store for this secret only; defaults to the bundle's `secretStoreRef`. A secret whose
     /// every source is a generator reads no store, and waits for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_store_ref: Option<SecretStoreRef>,
+    pub secret_store_ref: Option<Box<SecretStoreRef>>,
 
     /// Refresh interval for this secret only; defaults to the bundle's `refreshInterval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,7 +84,7 @@ pub struct BundleSecret {
 
     /// Compose the Secret's data from the fetched values with templates (ESO engine v2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub template: Option<SecretTemplate>,
+    pub template: Option<Box<SecretTemplate>>,
 
     /// Individual keys: one Secret key per remote key (or property of it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

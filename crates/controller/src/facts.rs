@@ -139,7 +139,7 @@ pub fn referenced_stores(bundle: &SecretBundle) -> Vec<StoreKey> {
         .filter(|s| s.reads_store())
         .map(|s| {
             s.secret_store_ref
-                .as_ref()
+                .as_deref()
                 .unwrap_or(&spec.secret_store_ref)
         })
         .map(|r| StoreKey {

@@ -217,7 +217,7 @@ impl Snapshot {
         for s in spec.secrets.iter().filter(|s| s.reads_store()) {
             let r = s
                 .secret_store_ref
-                .as_ref()
+                .as_deref()
                 .unwrap_or(&spec.secret_store_ref);
             let kind = r.kind();
             let key_ns = if kind == StoreKind::SecretStore {

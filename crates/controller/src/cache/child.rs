@@ -18,7 +18,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::compact::{Pool, Token, shared};
+use super::compact::{Annotation, Pool, Token, shared};
 use super::mirror::Cached;
 use crate::applied::{APPLIED_HASH_ANNOTATION, is_legacy_hash_of, is_subset};
 use crate::error::Error;
@@ -175,7 +175,7 @@ impl Resource for EsObject {
 /// The whole set is shared too: a bundle's children carry the same labels.
 type Labels = Arc<[(Arc<str>, Arc<str>)]>;
 /// Annotations: shared keys; the values (an applied hash) are the child's own.
-type Annotations = Box<[(Arc<str>, Box<str>)]>;
+type Annotations = Box<[(Arc<str>, Annotation)]>;
 
 static LABELS: Pool<[(Arc<str>, Arc<str>)]> = Pool::new();
 static OWNERS: Pool<[Owner]> = Pool::new();
@@ -199,7 +199,7 @@ fn annotations(map: Option<BTreeMap<String, String>>) -> Annotations {
     map.unwrap_or_default()
         .into_iter()
         .filter(|(k, _)| k != LAST_APPLIED)
-        .map(|(k, v)| (shared(&k), v.into_boxed_str()))
+        .map(|(k, v)| (shared(&k), Annotation::new(v)))
         .collect()
 }
 
@@ -210,11 +210,20 @@ fn get<'a, V: AsRef<str>>(pairs: &'a [(Arc<str>, V)], key: &str) -> Option<&'a s
         .map(|(_, v)| v.as_ref())
 }
 
-fn to_map<V: AsRef<str>>(pairs: &[(Arc<str>, V)]) -> Option<serde_json::Map<String, Value>> {
+/// Whether the annotation `key` is `value`.
+fn annotated(pairs: &Annotations, key: &str, value: &str) -> bool {
+    annotation(pairs, key).is_some_and(|a| a.is(value))
+}
+
+fn annotation<'a>(pairs: &'a Annotations, key: &str) -> Option<&'a Annotation> {
+    pairs.iter().find(|(k, _)| &**k == key).map(|(_, v)| v)
+}
+
+fn to_map<V: std::fmt::Display>(pairs: &[(Arc<str>, V)]) -> Option<serde_json::Map<String, Value>> {
     (!pairs.is_empty()).then(|| {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), Value::from(v.as_ref())))
+            .map(|(k, v)| (k.to_string(), Value::from(v.to_string())))
             .collect()
     })
 }
@@ -415,9 +424,9 @@ impl Child {
         }
         // An older release's hash of the same `want` (see crate::applied::hash) is as good as
         // ours: an upgrade must not rewrite converged children just to restamp them.
-        let stamped = match get(&self.annotations, APPLIED_HASH_ANNOTATION) {
-            Some(have) if have == hash.as_str() => None,
-            Some(have) if is_legacy_hash_of(have, want)? => Some(have),
+        let stamped = match annotation(&self.annotations, APPLIED_HASH_ANNOTATION) {
+            Some(have) if have.is(hash) => None,
+            Some(have) if is_legacy_hash_of(&have.to_string(), want)? => Some(have.to_string()),
             _ => return Ok(false),
         };
         let serialize = |source| Error::Serialize {
@@ -460,7 +469,7 @@ impl Child {
     }
 
     fn verified_as(&self, hash: &str) -> Verified {
-        if get(&self.annotations, APPLIED_HASH_ANNOTATION) == Some(hash) {
+        if annotated(&self.annotations, APPLIED_HASH_ANNOTATION, hash) {
             Verified::Stamped
         } else {
             Verified::Hash(hash.into())
@@ -469,7 +478,7 @@ impl Child {
 
     fn verified_is(&self, v: &Verified, hash: &str) -> bool {
         match v {
-            Verified::Stamped => get(&self.annotations, APPLIED_HASH_ANNOTATION) == Some(hash),
+            Verified::Stamped => annotated(&self.annotations, APPLIED_HASH_ANNOTATION, hash),
             Verified::Hash(h) => **h == *hash,
         }
     }

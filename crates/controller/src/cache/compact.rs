@@ -46,17 +46,79 @@ fn uuid(text: &str) -> Option<[u8; 16]> {
         return None;
     }
     let hex: Vec<u8> = b.iter().copied().filter(|&c| c != b'-').collect();
+    lower_hex(&hex)
+}
+
+/// Exactly `2 * N` lowercase hex digits, as bytes.
+fn lower_hex<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    if hex.len() != 2 * N {
+        return None;
+    }
     let digit = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
     };
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks(2)) {
         let [hi, lo] = pair else { return None };
-        *out.get_mut(i)? = digit(*hi)? << 4 | digit(*lo)?;
+        *byte = digit(*hi)? << 4 | digit(*lo)?;
     }
     Some(out)
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+/// An annotation's value. The applied hash every child carries (`sha256:` and 64 lowercase hex
+/// digits) is kept as its 32 bytes, inline: 71 bytes of text and an allocation less per child.
+/// Any other text is kept as it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Annotation {
+    Sha256([u8; 32]),
+    Text(Box<str>),
+}
+
+const SHA256: &str = "sha256:";
+
+impl Annotation {
+    pub fn new(text: String) -> Self {
+        match sha256(&text) {
+            Some(bytes) => Annotation::Sha256(bytes),
+            None => Annotation::Text(text.into_boxed_str()),
+        }
+    }
+
+    /// Whether this is `text`, without formatting it.
+    pub fn is(&self, text: &str) -> bool {
+        match self {
+            Annotation::Text(t) => **t == *text,
+            Annotation::Sha256(b) => sha256(text) == Some(*b),
+        }
+    }
+}
+
+fn sha256(text: &str) -> Option<[u8; 32]> {
+    lower_hex(text.strip_prefix(SHA256)?.as_bytes())
+}
+
+impl fmt::Display for Annotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Annotation::Text(t) => f.write_str(t),
+            Annotation::Sha256(b) => {
+                f.write_str(SHA256)?;
+                write_hex(f, b)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Annotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
 }
 
 impl fmt::Display for Token {
@@ -65,11 +127,14 @@ impl fmt::Display for Token {
             Token::Decimal(n) => write!(f, "{n}"),
             Token::Text(t) => f.write_str(t),
             Token::Uuid(b) => {
-                for (i, byte) in b.iter().enumerate() {
-                    if matches!(i, 4 | 6 | 8 | 10) {
+                for (i, part) in [&b[..4], &b[4..6], &b[6..8], &b[8..10], &b[10..]]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if i > 0 {
                         f.write_str("-")?;
                     }
-                    write!(f, "{byte:02x}")?;
+                    write_hex(f, part)?;
                 }
                 Ok(())
             }
@@ -158,6 +223,29 @@ mod tests {
             Token::new("3f1d2c4e-0a9b-4c7d-8e6f-1234567890ab"),
             Token::Uuid(_)
         ));
+    }
+
+    #[test]
+    fn annotations_keep_their_exact_text_and_a_hash_is_kept_as_bytes() {
+        let hash = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        for text in [
+            hash.as_str(),
+            "sha256:0123",
+            "sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+            "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0",
+            "sha1:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "",
+            "any text",
+        ] {
+            let a = Annotation::new(text.into());
+            assert_eq!(a.to_string(), text);
+            assert!(a.is(text), "{text}");
+            assert!(!a.is("other"), "{text}");
+        }
+        let a = Annotation::new(hash.clone());
+        assert!(matches!(a, Annotation::Sha256(_)));
+        assert!(!a.is(&hash.replace('f', "e")));
+        assert!(!Annotation::Text(hash.as_str().into()).is("x"));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! only then wakes the bundles the change affects, so a bundle is always evaluated against
 //! state at least as new as the event that woke it.
 
-mod bundle;
 mod child;
 mod compact;
 mod elsewhere;
@@ -19,7 +18,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use secretbundle_api::{SecretBundle, StoreKind};
 
-pub use bundle::shrink as shrink_bundle;
 pub(crate) use child::other_claims_spec;
 pub use child::{Child, EsObject, Foreign, Ready};
 pub use elsewhere::Elsewhere;

@@ -79,7 +79,7 @@ fn render_one(
     if secret.reads_store() {
         let store = secret
             .secret_store_ref
-            .as_ref()
+            .as_deref()
             .unwrap_or(&spec.secret_store_ref);
         es_spec.insert(
             "secretStoreRef".into(),

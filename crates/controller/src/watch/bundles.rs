@@ -44,7 +44,6 @@ pub(super) fn bundle_events(
         .backoff(WatchBackoff::default())
         .modify(|b: &mut SecretBundle| {
             b.managed_fields_mut().clear();
-            crate::cache::shrink_bundle(&mut b.spec);
             if let Some(s) = b.status.as_mut() {
                 crate::status::compact(s);
             }

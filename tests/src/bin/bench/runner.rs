@@ -59,9 +59,15 @@ impl Measured {
     ) -> Result<Self> {
         let port = secretbundle_tests::controlplane::free_port()?;
         let log = log_dir().join(format!("{name}.log"));
+        let mut cmd = Command::new(operator_bin());
+        // As the image runs it: with the Dockerfile's environment (its malloc settings).
+        for pair in secretbundle_tests::oci::dockerfile_final_stage()?.env {
+            if let Some((k, v)) = pair.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
         let proc = Proc::spawn(
-            Command::new(operator_bin())
-                .env("KUBECONFIG", kubeconfig)
+            cmd.env("KUBECONFIG", kubeconfig)
                 .arg("run")
                 .arg(format!("--http-addr=127.0.0.1:{port}"))
                 .args(rate_args(rate))

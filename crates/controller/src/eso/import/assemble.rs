@@ -138,7 +138,8 @@ fn bundle(name: &str, namespace: &str, entries: Vec<Entry>) -> Result<SecretBund
             let mut s = e.secret;
             s.secret_store_ref = e
                 .store
-                .filter(|own| s.reads_store() && store_key(own) != store_key(&store));
+                .filter(|own| s.reads_store() && store_key(own) != store_key(&store))
+                .map(Box::new);
             s.refresh_interval = Some(e.refresh_interval).filter(|r| *r != refresh);
             s
         })

@@ -188,12 +188,12 @@ fn template(r: &mut Reader, mut m: Obj, s: &mut BundleSecret) {
         .collect();
     r.rest(m, p);
     if engine.is_some() || !data.is_empty() || merge_policy.is_some() || !template_from.is_empty() {
-        s.template = Some(SecretTemplate {
+        s.template = Some(Box::new(SecretTemplate {
             engine_version: engine.filter(|v| v == "v2"),
             data,
             merge_policy,
             template_from,
-        });
+        }));
     }
 }
 
