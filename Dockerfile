@@ -24,7 +24,7 @@ ARG REVISION=unknown
 COPY --from=build /secretbundle-operator /secretbundle-operator
 USER 65532:65532
 # glibc's malloc without its per-size free lists (fastbins, tcache), so freed blocks coalesce
-# and are reused: 1.4 instead of 1.55 KiB of RSS per cached child (bench/README, "Idle memory").
+# and are reused: 1.4 instead of 1.55 KiB of RSS per cached child (bench/README.md, "The last tail and the last bytes").
 ENV GLIBC_TUNABLES=glibc.malloc.mxfast=0:glibc.malloc.tcache_count=0
 EXPOSE 8080/tcp
 LABEL org.opencontainers.image.source="https://github.com/ameideio/secretbundle-operator" \

@@ -340,7 +340,8 @@ where
     }
 }
 
-fn is_watch(uri: &http::Uri) -> bool {
+/// Whether a request to `uri` is a watch.
+pub fn is_watch(uri: &http::Uri) -> bool {
     uri.query()
         .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"))
 }

@@ -50,8 +50,8 @@ impl<Res> Policy<Request<Body>, Response<Res>, BoxError> for Retry {
         req: &mut Request<Body>,
         result: &mut Result<Response<Res>, BoxError>,
     ) -> Option<Self::Future> {
-        let refused_watch =
-            is_watch(req) && matches!(result, Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS);
+        let refused_watch = secretbundle_faults::is_watch(req.uri())
+            && matches!(result, Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS);
         if refused_watch && let Some(delay) = WATCH_DELAYS.get(self.quick) {
             self.quick += 1;
             return Some(tokio::time::sleep(*delay));
@@ -62,12 +62,6 @@ impl<Res> Policy<Request<Body>, Response<Res>, BoxError> for Retry {
     fn clone_request(&mut self, req: &Request<Body>) -> Option<Request<Body>> {
         Policy::<Request<Body>, Response<Res>, BoxError>::clone_request(&mut self.kube, req)
     }
-}
-
-fn is_watch(req: &Request<Body>) -> bool {
-    req.uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "watch=true"))
 }
 
 #[cfg(test)]

@@ -203,11 +203,8 @@ fn annotations(map: Option<BTreeMap<String, String>>) -> Annotations {
         .collect()
 }
 
-fn get<'a, V: AsRef<str>>(pairs: &'a [(Arc<str>, V)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| &**k == key)
-        .map(|(_, v)| v.as_ref())
+fn label<'a>(labels: &'a Labels, key: &str) -> Option<&'a str> {
+    labels.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
 }
 
 /// Whether the annotation `key` is `value`.
@@ -381,7 +378,7 @@ impl Cached for std::sync::Arc<Child> {
 impl Child {
     /// The bundle its label names.
     pub fn bundle(&self) -> Option<&str> {
-        get(&self.labels, BUNDLE_LABEL)
+        label(&self.labels, BUNDLE_LABEL)
     }
 
     pub fn uid(&self) -> Option<String> {
