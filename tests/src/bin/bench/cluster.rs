@@ -270,10 +270,13 @@ pub async fn desired(client: &Client) -> Result<Vec<DynamicObject>> {
         .await?;
     let mut out = Vec::new();
     for b in &bundles.items {
-        out.extend(
-            secretbundle_controller::reconcile::apply::desired(b, EsoVersion::V1)
-                .map_err(|e| anyhow::anyhow!("rendering {}: {e}", b.name_any()))?,
-        );
+        out.extend(rendered(b)?);
     }
     Ok(out)
+}
+
+/// Exactly what the operator applies for one bundle.
+pub fn rendered(b: &SecretBundle) -> Result<Vec<DynamicObject>> {
+    secretbundle_controller::reconcile::apply::desired(b, EsoVersion::V1)
+        .map_err(|e| anyhow::anyhow!("rendering {}: {e}", b.name_any()))
 }

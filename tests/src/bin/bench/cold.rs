@@ -8,6 +8,7 @@ use anyhow::Result;
 use secretbundle_api::SecretBundle;
 
 use crate::cluster::{Cluster, FLOOR, OPERATOR, bundles, child_keys, desired, names};
+use crate::floor::Anchor;
 use crate::observer::Observer;
 use crate::runner::{Measured, Rate, log_dir};
 use crate::scenarios::{LONG, Metrics, Preset, SHORT, restart, secs, size_label};
@@ -80,8 +81,9 @@ pub async fn cold(m: &mut Metrics, p: &Preset, rate: Rate) -> Result<()> {
     drop(obs);
     drop(c);
 
-    for (anchor, watch) in [("floor", false), ("floor_watch", true)] {
-        let f = floor(&set, &nss, &keys, rate, &format!("{key}-{anchor}"), watch).await?;
+    for a in [Anchor::Floor, Anchor::Watches, Anchor::BundleWrites] {
+        let anchor = a.key();
+        let f = floor(&set, &nss, &keys, rate, &format!("{key}-{anchor}"), a).await?;
         m.insert(format!("{key}.{anchor}_s"), f.seconds);
         m.insert(format!("{key}.{anchor}_cpu_s"), f.cpu);
         m.insert(format!("{key}.{anchor}_apiserver_cpu_s"), f.apiserver_cpu);
@@ -111,6 +113,12 @@ pub async fn cold(m: &mut Metrics, p: &Preset, rate: Rate) -> Result<()> {
             "operator_apiserver_cpu_s",
             "floor_watch_apiserver_cpu_s",
         ),
+        ("ratio_bundles", "operator_s", "floor_bundles_s"),
+        (
+            "apiserver_cpu_ratio_bundles",
+            "operator_apiserver_cpu_s",
+            "floor_bundles_apiserver_cpu_s",
+        ),
     ] {
         let r = ratio(m, a, b);
         m.insert(format!("{key}.{name}"), r);
@@ -133,14 +141,14 @@ pub struct FloorRun {
     requests: crate::cluster::Requests,
 }
 
-/// The floor client (with `watch`, the floor + watches anchor) on a fresh control plane.
+/// The floor client as `anchor` on a fresh control plane.
 pub async fn floor(
     set: &[SecretBundle],
     nss: &[String],
     keys: &[String],
     rate: Rate,
     name: &str,
-    watch: bool,
+    anchor: Anchor,
 ) -> Result<FloorRun> {
     let c = Cluster::seeded(nss, set.to_vec()).await?;
     let kc = c.kubeconfig_for(FLOOR).await?;
@@ -148,7 +156,7 @@ pub async fn floor(
     let mark = c.audit_mark();
     let server0 = c.server_cpu()?;
     let t0 = Instant::now();
-    let mut fl = Measured::floor(&kc, name, rate, watch)?;
+    let mut fl = Measured::floor(&kc, name, rate, anchor)?;
     let done = obs.all_children(keys, LONG).await?;
     // Timed like the operator, by the observer; the anchor exits once its own watch has seen
     // every child too, so its watches were loading the apiserver throughout.

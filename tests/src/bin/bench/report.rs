@@ -91,6 +91,11 @@ const ROWS: &[(&str, &str, &str)] = &[
         "",
     ),
     (
+        "cold_unthrottled.floor_bundles_s",
+        "cold start, unthrottled: floor + watches + bundle writes (s)",
+        "",
+    ),
+    (
         "cold_unthrottled.kubectl_s",
         "cold start, unthrottled: kubectl apply --server-side (s)",
         "",
@@ -119,6 +124,21 @@ const ROWS: &[(&str, &str, &str)] = &[
         "cold_unthrottled.apiserver_cpu_ratio_watch",
         "cold start, unthrottled: apiserver CPU operator / floor + watches",
         "<= 1.25",
+    ),
+    (
+        "cold_unthrottled.floor_bundles_apiserver_cpu_s",
+        "cold start, unthrottled: apiserver CPU for floor + watches + bundle writes (s)",
+        "",
+    ),
+    (
+        "cold_unthrottled.ratio_bundles",
+        "cold start, unthrottled: operator / floor + watches + bundle writes",
+        "<= 1.1",
+    ),
+    (
+        "cold_unthrottled.apiserver_cpu_ratio_bundles",
+        "cold start, unthrottled: apiserver CPU operator / floor + watches + bundle writes",
+        "<= 1.1",
     ),
     (
         "cold_unthrottled.operator_cpu_s",

@@ -86,14 +86,19 @@ impl Measured {
 
     /// This binary's `floor` subcommand: applies every bundle's children, then prints its CPU.
     /// With `watch`, the floor + watches anchor (see crate::floor).
-    pub fn floor(kubeconfig: &Path, name: &str, rate: Rate, watch: bool) -> Result<Self> {
+    pub fn floor(
+        kubeconfig: &Path,
+        name: &str,
+        rate: Rate,
+        anchor: crate::floor::Anchor,
+    ) -> Result<Self> {
         let log = log_dir().join(format!("{name}.log"));
         let proc = Proc::spawn(
             Command::new(std::env::current_exe()?)
                 .arg("floor")
                 .arg(kubeconfig)
                 .args(rate_args(rate))
-                .args(watch.then_some("--watch")),
+                .args(anchor.args()),
             &log,
         )?;
         let pid = proc.id().context("floor exited at once")?;

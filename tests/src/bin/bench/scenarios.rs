@@ -188,9 +188,16 @@ pub async fn one_namespace(m: &mut Metrics, p: &Preset) -> Result<()> {
         }
         drop(obs);
         drop(c);
-        let floor_s = crate::cold::floor(&set, &nss, &keys, None, &format!("{key}-floor"), false)
-            .await?
-            .seconds;
+        let floor_s = crate::cold::floor(
+            &set,
+            &nss,
+            &keys,
+            None,
+            &format!("{key}-floor"),
+            crate::floor::Anchor::Floor,
+        )
+        .await?
+        .seconds;
         m.insert(format!("{key}.floor_s_per_bundle"), floor_s / n as f64);
         m.insert(format!("{key}.ratio"), secs(t0, done) / floor_s);
     }
