@@ -411,7 +411,8 @@ impl ControlPlane {
             .unwrap_or_default()
     }
 
-    /// The audit log written with [`Options::audit`].
+    /// The audit log written with [`Options::audit`]. Read its text through
+    /// [`complete_events`].
     pub fn audit_log(&self) -> PathBuf {
         self.dir().join("audit.log")
     }
@@ -541,9 +542,24 @@ impl Drop for ControlPlane {
     }
 }
 
+/// The complete events of an audit log's text, one JSON object a line. The apiserver may be
+/// writing its last line while the log is read (a large event goes out in several writes), so a
+/// last line without its newline yet is left for the next read.
+pub fn complete_events(text: &str) -> &str {
+    text.rfind('\n').map_or("", |end| &text[..=end])
+}
+
 #[cfg(test)]
 mod tests {
-    use super::minor_of;
+    use super::{complete_events, minor_of};
+
+    #[test]
+    fn an_audit_line_still_being_written_is_left_for_the_next_read() {
+        assert_eq!(complete_events("{\"a\":1}\n{\"b\":"), "{\"a\":1}\n");
+        assert_eq!(complete_events("{\"a\":1}\n"), "{\"a\":1}\n");
+        assert_eq!(complete_events("{\"a\":"), "");
+        assert_eq!(complete_events(""), "");
+    }
 
     #[test]
     fn the_minor_is_read_from_a_stamped_release_only() {

@@ -17,7 +17,7 @@ use kube::{Client, Config};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::controlplane::ControlPlane;
+use crate::controlplane::{ControlPlane, complete_events};
 use crate::repo_root;
 
 /// Where the test identity lives: apart from `secretbundle-system`, which tests install into.
@@ -109,7 +109,7 @@ pub fn audit_violations_of(audit_log: &Path, user: &str) -> Result<Vec<String>> 
     let text = std::fs::read_to_string(audit_log)
         .with_context(|| format!("reading {}", audit_log.display()))?;
     let mut found = std::collections::BTreeSet::new();
-    for line in text.lines() {
+    for line in complete_events(&text).lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
         let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
         if s("/user/username") != user {
@@ -141,7 +141,7 @@ pub fn audit_writes_of(audit_log: &Path, user: &str) -> Result<Vec<Write>> {
     let text = std::fs::read_to_string(audit_log)
         .with_context(|| format!("reading {}", audit_log.display()))?;
     let mut writes = Vec::new();
-    for line in text.lines() {
+    for line in complete_events(&text).lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
         let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
         let code = e.pointer("/responseStatus/code").and_then(|c| c.as_i64());

@@ -17,7 +17,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt as _};
 use tokio::task::JoinHandle;
 
-use crate::controlplane::{ControlPlane, built};
+use crate::controlplane::{ControlPlane, built, complete_events};
 use crate::repo_root;
 
 /// The fixture chart: plain ExternalSecrets, values per service, as Layer 15 ships them.
@@ -305,7 +305,7 @@ pub fn secret_writes(
     let text = std::fs::read(cp.audit_log())?;
     let start = usize::try_from(offset)?.min(text.len());
     let mut writes = Vec::new();
-    for line in String::from_utf8_lossy(&text[start..]).lines() {
+    for line in complete_events(&String::from_utf8_lossy(&text[start..])).lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
         let s = |p: &str| {
             e.pointer(p)

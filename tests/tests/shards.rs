@@ -17,7 +17,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt as _, ResourceExt};
 use secretbundle_api::SecretBundle;
 use secretbundle_controller::eso::EsoVersion;
-use secretbundle_tests::controlplane::{ControlPlane, Options};
+use secretbundle_tests::controlplane::{ControlPlane, Options, complete_events};
 use secretbundle_tests::process::Operator;
 use secretbundle_tests::{apply_crds, eso, simple_bundle, wait};
 use serde_json::{Value, json};
@@ -52,7 +52,7 @@ fn requests(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<[String; 6]>>
     let text = std::fs::read_to_string(cp.audit_log())?;
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for line in text.get(since..).unwrap_or_default().lines() {
+    for line in complete_events(text.get(since..).unwrap_or_default()).lines() {
         let e: Value = serde_json::from_str(line)?;
         let s = |p: &str| {
             e.pointer(p)
