@@ -411,8 +411,7 @@ impl ControlPlane {
             .unwrap_or_default()
     }
 
-    /// The audit log written with [`Options::audit`]. Read its text through
-    /// [`complete_events`].
+    /// The audit log written with [`Options::audit`]. Read it with [`read_audit_log`].
     pub fn audit_log(&self) -> PathBuf {
         self.dir().join("audit.log")
     }
@@ -542,10 +541,19 @@ impl Drop for ControlPlane {
     }
 }
 
-/// The complete events of an audit log's text, one JSON object a line. The apiserver may be
-/// writing its last line while the log is read (a large event goes out in several writes), so a
-/// last line without its newline yet is left for the next read.
-pub fn complete_events(text: &str) -> &str {
+/// The events of the audit log at `path` from byte `since` on, one JSON object a line.
+pub fn read_audit_log(path: &Path, since: u64) -> Result<String> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let start = usize::try_from(since)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    Ok(complete_events(&String::from_utf8_lossy(&bytes[start..])).to_string())
+}
+
+/// The complete events of an audit log's text. The apiserver may be writing its last line while
+/// the log is read (a large event goes out in several writes), so a last line without its
+/// newline yet is left for the next read.
+fn complete_events(text: &str) -> &str {
     text.rfind('\n').map_or("", |end| &text[..=end])
 }
 

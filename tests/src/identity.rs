@@ -17,7 +17,7 @@ use kube::{Client, Config};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::controlplane::{ControlPlane, complete_events};
+use crate::controlplane::{ControlPlane, read_audit_log};
 use crate::repo_root;
 
 /// Where the test identity lives: apart from `secretbundle-system`, which tests install into.
@@ -106,10 +106,9 @@ pub fn audit_violations(audit_log: &Path) -> Result<Vec<String>> {
 
 /// [`audit_violations`] of the user `user` (e.g. the chart's ServiceAccount).
 pub fn audit_violations_of(audit_log: &Path, user: &str) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(audit_log)
-        .with_context(|| format!("reading {}", audit_log.display()))?;
+    let text = read_audit_log(audit_log, 0)?;
     let mut found = std::collections::BTreeSet::new();
-    for line in complete_events(&text).lines() {
+    for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
         let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
         if s("/user/username") != user {
@@ -138,10 +137,9 @@ pub struct Write {
 
 /// The writes (not get, list, watch) of `user` that succeeded, in the order they completed.
 pub fn audit_writes_of(audit_log: &Path, user: &str) -> Result<Vec<Write>> {
-    let text = std::fs::read_to_string(audit_log)
-        .with_context(|| format!("reading {}", audit_log.display()))?;
+    let text = read_audit_log(audit_log, 0)?;
     let mut writes = Vec::new();
-    for line in complete_events(&text).lines() {
+    for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
         let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
         let code = e.pointer("/responseStatus/code").and_then(|c| c.as_i64());

@@ -17,7 +17,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt as _};
 use tokio::task::JoinHandle;
 
-use crate::controlplane::{ControlPlane, built, complete_events};
+use crate::controlplane::{ControlPlane, built, read_audit_log};
 use crate::repo_root;
 
 /// The fixture chart: plain ExternalSecrets, values per service, as Layer 15 ships them.
@@ -302,10 +302,9 @@ pub fn secret_writes(
     offset: u64,
     namespaces: &BTreeSet<String>,
 ) -> Result<Vec<SecretWrite>> {
-    let text = std::fs::read(cp.audit_log())?;
-    let start = usize::try_from(offset)?.min(text.len());
+    let text = read_audit_log(&cp.audit_log(), offset)?;
     let mut writes = Vec::new();
-    for line in complete_events(&String::from_utf8_lossy(&text[start..])).lines() {
+    for line in text.lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
         let s = |p: &str| {
             e.pointer(p)

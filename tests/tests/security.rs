@@ -12,7 +12,7 @@ use secretbundle_tests::{bundle, wait};
 
 /// How many requests the audit log has from the operator.
 fn operator_requests(cp: &ControlPlane) -> anyhow::Result<usize> {
-    let text = std::fs::read_to_string(cp.audit_log())?;
+    let text = secretbundle_tests::controlplane::read_audit_log(&cp.audit_log(), 0)?;
     Ok(text.lines().filter(|l| l.contains(USER)).count())
 }
 

@@ -17,7 +17,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt as _, ResourceExt};
 use secretbundle_api::SecretBundle;
 use secretbundle_controller::eso::EsoVersion;
-use secretbundle_tests::controlplane::{ControlPlane, Options, complete_events};
+use secretbundle_tests::controlplane::{ControlPlane, Options, read_audit_log};
 use secretbundle_tests::process::Operator;
 use secretbundle_tests::{apply_crds, eso, simple_bundle, wait};
 use serde_json::{Value, json};
@@ -48,11 +48,11 @@ async fn identity(client: &Client, name: &str) -> anyhow::Result<String> {
 
 /// Requests from `since` bytes into the audit log: (user, verb, resource, name, requestURI,
 /// response code).
-fn requests(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<[String; 6]>> {
-    let text = std::fs::read_to_string(cp.audit_log())?;
+fn requests(cp: &ControlPlane, since: u64) -> anyhow::Result<Vec<[String; 6]>> {
+    let text = read_audit_log(&cp.audit_log(), since)?;
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for line in complete_events(text.get(since..).unwrap_or_default()).lines() {
+    for line in text.lines() {
         let e: Value = serde_json::from_str(line)?;
         let s = |p: &str| {
             e.pointer(p)
@@ -82,7 +82,7 @@ fn requests(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<[String; 6]>>
 /// Writes (not get/list/watch) from `since` bytes into the audit log: (user, resource, name).
 /// A write answered 404 wrote nothing: a reconcile woken before the operator's cache saw a
 /// deletion may still try to remove the finalizer of a bundle that is gone.
-fn writes(cp: &ControlPlane, since: usize) -> anyhow::Result<Vec<(String, String, String)>> {
+fn writes(cp: &ControlPlane, since: u64) -> anyhow::Result<Vec<(String, String, String)>> {
     Ok(requests(cp, since)?
         .into_iter()
         .filter(|[_, verb, .., code]| {
@@ -242,7 +242,7 @@ async fn two_shards_split_bundles_by_label_and_a_relabelled_bundle_moves_cleanly
     }
 
     // alpha moves to shard b: b takes it over and relabels its child, a lets go.
-    let mark = std::fs::metadata(cp.audit_log())?.len() as usize;
+    let mark = std::fs::metadata(cp.audit_log())?.len();
     let relabel = json!({"metadata": {"labels": {SHARD_LABEL: "b"}}});
     bundles
         .patch("alpha", &PatchParams::default(), &Patch::Merge(&relabel))

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-
-use crate::controlplane::complete_events;
 use serde::Serialize;
+
+use crate::controlplane::read_audit_log;
 
 /// Writes (create, update, patch, delete) counted by who made them and on what.
 #[derive(Debug, Default, Serialize)]
@@ -57,9 +57,7 @@ pub fn tally(
     only: &[String],
     names: &BTreeMap<String, String>,
 ) -> Result<Tally> {
-    let text =
-        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    let text = complete_events(&text);
+    let text = read_audit_log(log, 0)?;
     // The file must cover the whole window, or writes in a rotated-away part would go uncounted.
     let first: serde_json::Value =
         serde_json::from_str(text.lines().next().context("empty audit log")?)?;
@@ -100,11 +98,8 @@ pub fn tally(
 
 /// The audit log's clock now: the newest request it recorded.
 pub fn now(log: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(log)?;
-    let last = complete_events(&text)
-        .lines()
-        .last()
-        .context("empty audit log")?;
+    let text = read_audit_log(log, 0)?;
+    let last = text.lines().last().context("empty audit log")?;
     let e: serde_json::Value = serde_json::from_str(last)?;
     e["requestReceivedTimestamp"]
         .as_str()

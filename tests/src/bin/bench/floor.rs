@@ -129,12 +129,15 @@ async fn with_bundle_writes(client: &Client, ar: &ApiResource) -> Result<(u64, H
         .list(&Default::default())
         .await?
         .items;
+    let mut work = Vec::with_capacity(bundles.len());
     let mut keys = HashSet::new();
-    for b in &bundles {
-        keys.extend(crate::cluster::rendered(b)?.iter().map(key));
+    for b in bundles {
+        let children = crate::cluster::rendered(&b)?;
+        keys.extend(children.iter().map(key));
+        work.push((b, children));
     }
-    let applied = stream::iter(bundles)
-        .map(|b| one_bundle(client, ar, b))
+    let applied = stream::iter(work)
+        .map(|(b, children)| one_bundle(client, ar, b, children))
         .buffer_unordered(CONCURRENCY)
         .try_fold(0u64, |n, k| async move { Ok(n + k) })
         .await?;
@@ -142,9 +145,14 @@ async fn with_bundle_writes(client: &Client, ar: &ApiResource) -> Result<(u64, H
 }
 
 /// The operator's writes for one bundle, made with its own code: the finalizer as kube-runtime's
-/// finalizer helper adds it, each child as applied, the status its status code builds from the
-/// applied children, server-side applied with its field manager.
-async fn one_bundle(client: &Client, ar: &ApiResource, b: SecretBundle) -> Result<u64> {
+/// finalizer helper adds it, each of its rendered `children` as applied, the status its status
+/// code builds from the applied children, server-side applied with its field manager.
+async fn one_bundle(
+    client: &Client,
+    ar: &ApiResource,
+    b: SecretBundle,
+    children: Vec<DynamicObject>,
+) -> Result<u64> {
     let api = Api::<SecretBundle>::all(client.clone());
     let name = b.name_any();
     let add: json_patch::Patch = serde_json::from_value(json!([
@@ -156,7 +164,7 @@ async fn one_bundle(client: &Client, ar: &ApiResource, b: SecretBundle) -> Resul
         .await?;
     let pp = PatchParams::apply(MANAGER).force();
     let mut secrets = Vec::new();
-    for (entry, o) in b.spec.secrets.iter().zip(crate::cluster::rendered(&b)?) {
+    for (entry, o) in b.spec.secrets.iter().zip(children) {
         let es: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &o.namespace().unwrap_or_default(), ar);
         let applied = es.patch(&o.name_any(), &pp, &Patch::Apply(&o)).await?;
@@ -211,16 +219,18 @@ impl Watches {
         );
         tokio::spawn(drain(full, Some(tx), listed_tx.clone()));
         tokio::spawn(drain(meta, None, listed_tx.clone()));
+        let mut watches = 2;
         if bundles {
             let all = watcher(
                 Api::<SecretBundle>::all(client.clone()),
                 watcher::Config::default().streaming_lists(),
             );
-            tokio::spawn(drain(all, None, listed_tx));
-        } else {
-            drop(listed_tx);
+            tokio::spawn(drain(all, None, listed_tx.clone()));
+            watches += 1;
         }
-        for _ in 0..(2 + usize::from(bundles)) {
+        // Only the watches hold the channel now: one that ends before listing closes it.
+        drop(listed_tx);
+        for _ in 0..watches {
             listed
                 .recv()
                 .await
